@@ -1,0 +1,1 @@
+"""Named model sizes and training presets."""
