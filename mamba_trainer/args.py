@@ -1,0 +1,224 @@
+"""Command-line arguments of ``mamba-train``: defaults < training preset < flags.
+
+The dataclasses below are parsed by ``transformers.HfArgumentParser`` together with ``TrainingArguments``, so
+every ``TrainingArguments`` flag still works. A preset is applied by turning it into flags placed *before* the
+user's flags: argparse keeps the last value of a repeated flag, so anything typed on the command line wins, and
+``TrainingArguments.__post_init__`` runs once, on the final values.
+
+Changed ``TrainingArguments`` defaults (see ``FRAMEWORK_DEFAULTS``): evaluation and saving every N steps
+(N from the preset), no reporting integrations, token counting on (non-padding tokens), the three newest checkpoints kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field, fields
+
+from transformers import HfArgumentParser, TrainingArguments
+
+from configs.model_configs import get_training_config, load_presets_file
+
+from .errors import UserError
+
+OPTIMIZER_CHOICES = ("muon", "adamw", "adamw_8bit")
+
+
+@dataclass
+class ModelArguments:
+    model_size: str | None = field(
+        default=None,
+        metadata={"help": "Named size from configs.model_configs.MODEL_CONFIGS (default: hybrid-tiny)."},
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Start from an existing Mamba-family checkpoint (local folder or hub id)."},
+    )
+    tokenizer: str | None = field(
+        default=None,
+        metadata={"help": "'bundled', a hub id or a local folder (default: the model size's tokenizer)."},
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset: str | None = field(
+        default=None, metadata={"help": "datasets.load_dataset name, or 'bundled-math' (the offline default)."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Config name passed to load_dataset."})
+    dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "A save_to_disk folder or JSON/JSONL files (instead of --dataset)."}
+    )
+    text_column: str | None = field(
+        default=None,
+        metadata={"help": "'prompt_col,response_col' or one text column; GSM8K/MathInstruct are auto-detected."},
+    )
+    max_seq_length: int = field(default=256, metadata={"help": "Tokens per training sequence."})
+    packing: bool = field(default=True, metadata={"help": "Pack examples into full-length sequences."})
+    train_on_prompt: bool = field(
+        default=False, metadata={"help": "Also put loss on the prompt (default: response only)."}
+    )
+    eval_fraction: float = field(default=0.02, metadata={"help": "Held-out share when the data has no eval split."})
+    max_eval_examples: int = field(default=500, metadata={"help": "Cap on held-out examples."})
+    max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N examples."})
+
+
+@dataclass
+class RunArguments:
+    training_preset: str = field(
+        default="muon_default", metadata={"help": "Named preset from configs.model_configs.TRAINING_CONFIGS."}
+    )
+    presets_file: str | None = field(
+        default=None, metadata={"help": "YAML/JSON file with extra presets or model sizes."}
+    )
+    optimizer: str | None = field(
+        default=None,
+        metadata={"help": "Optimizer type (default: the preset's).", "choices": list(OPTIMIZER_CHOICES)},
+    )
+    resume: str | None = field(
+        default=None,
+        metadata={
+            "help": "'latest', a checkpoint-N or run folder (continue exactly), or another run's model folder "
+            "such as .../final (fine-tune from its weights with a fresh optimizer)."
+        },
+    )
+    vram_auto: bool = field(
+        default=False, metadata={"help": "Size batch/accumulation to the free GPU memory, keeping the effective batch."}
+    )
+    gsm8k_eval_samples: int = field(
+        default=0, metadata={"help": "At each eval, also measure answer accuracy on N held-out problems (0 = off)."}
+    )
+    gsm8k_eval_dataset: str = field(
+        default="bundled-math", metadata={"help": "Problems for --gsm8k_eval_samples (e.g. openai/gsm8k)."}
+    )
+
+
+@dataclass
+class MuonArguments:
+    momentum: float = field(default=0.95, metadata={"help": "Muon momentum after warmup."})
+    nesterov: bool = field(default=True, metadata={"help": "Nesterov momentum in Muon."})
+    backend: str = field(default="newtonschulz5", metadata={"help": "Orthogonalization backend."})
+    ns_steps: int | None = field(default=None, metadata={"help": "Iterations of the backend (default: its own)."})
+    adjust_lr: str = field(
+        default="original",
+        metadata={"help": "Muon update scale.", "choices": ["original", "match_rms_adamw", "none"]},
+    )
+    adamw_lr: float | None = field(
+        default=None, metadata={"help": "lr of the AdamW side (embeddings, norms, ...) under Muon."}
+    )
+    momentum_warmup_start: float | None = field(
+        default=None, metadata={"help": "Muon momentum at step 0, ramped linearly to --momentum."}
+    )
+    momentum_warmup_steps: int = field(default=0, metadata={"help": "Length of the momentum ramp (0 = constant)."})
+    muon_beta2: float | None = field(default=None, metadata={"help": "NorMuon second-moment decay (None = off)."})
+
+
+ARG_CLASSES = (ModelArguments, DataArguments, RunArguments, MuonArguments, TrainingArguments)
+
+#: Preset keys whose flag has another name (users write the nanoGPT-style names in presets).
+PRESET_RENAMES = {
+    "eval_interval": "eval_steps",
+    "save_interval": "save_steps",
+    "label_smoothing": "label_smoothing_factor",
+}
+
+#: TrainingArguments defaults we change; a preset or a flag overrides them.
+FRAMEWORK_DEFAULTS = {
+    "eval_strategy": "steps",
+    "save_strategy": "steps",
+    "logging_strategy": "steps",
+    "report_to": "none",
+    "save_total_limit": 3,
+    "dataloader_num_workers": 0,
+    # Our datasets carry only model inputs; the collator must see `labels`.
+    "remove_unused_columns": False,
+}
+
+
+@dataclass
+class ParsedArgs:
+    model: ModelArguments
+    data: DataArguments
+    run: RunArguments
+    muon: MuonArguments
+    training: TrainingArguments
+    preset: dict
+    explicit: set[str]  # flags the user typed (dest names)
+    argv: list[str]
+
+
+class _Parser(HfArgumentParser):
+    def error(self, message):
+        # One line naming the problem (argparse lists the valid choices in it), not a usage block.
+        self.exit(2, f"error: {message} (see mamba-train --help)\n")
+
+
+def make_parser() -> HfArgumentParser:
+    # allow_abbrev=False: a mistyped or shortened flag is an error, never a silent match.
+    return _Parser(ARG_CLASSES, allow_abbrev=False, description="Train a Mamba/hybrid model with Muon.")
+
+
+def _flag_names() -> set[str]:
+    return {f.name for cls in ARG_CLASSES for f in fields(cls) if f.init}
+
+
+def preset_to_flags(preset: dict) -> list[str]:
+    """Turn a preset dict into ``--flag value`` strings (None values are left to the defaults)."""
+    known = _flag_names()
+    argv: list[str] = []
+    for key, value in preset.items():
+        flag = PRESET_RENAMES.get(key, key)
+        if flag not in known:
+            raise UserError(f"preset key '{key}' matches no training flag; valid flags: see mamba-train --help")
+        if value is None:
+            continue
+        argv += [f"--{flag}", str(value)]
+    return argv
+
+
+def explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dest names the user actually typed (parse again with every default suppressed)."""
+    saved = [(a, a.default) for a in parser._actions]
+    try:
+        for action, _ in saved:
+            action.default = argparse.SUPPRESS
+        namespace, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in saved:
+            action.default = default
+    return set(vars(namespace))
+
+
+def _early(argv: list[str], name: str, default):
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early.add_argument(f"--{name}", default=default)
+    namespace, _ = early.parse_known_args(argv)
+    return getattr(namespace, name)
+
+
+def parse_args(argv: list[str] | None = None) -> ParsedArgs:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    presets_file = _early(argv, "presets_file", None)
+    if presets_file:
+        load_presets_file(presets_file)
+    preset_name = _early(argv, "training_preset", RunArguments.training_preset)
+    preset = get_training_config(preset_name)
+
+    defaults = [item for key, value in FRAMEWORK_DEFAULTS.items() for item in (f"--{key}", str(value))]
+    full = defaults + preset_to_flags(preset) + argv
+    namespace, unknown = parser.parse_known_args(full)
+    if unknown:
+        flags = " ".join(a for a in unknown if a.startswith("-")) or " ".join(unknown)
+        raise UserError(f"unknown argument(s): {flags} (see mamba-train --help for the valid flags)")
+    try:
+        outputs = parser.parse_args_into_dataclasses(args=full)
+    except ValueError as exc:  # TrainingArguments.__post_init__ validation
+        raise UserError(str(exc).strip().splitlines()[0]) from None
+    model, data, run, muon, training = outputs
+    explicit = explicit_dests(parser, argv)
+    if "include_num_input_tokens_seen" not in explicit:
+        # Counts real tokens for tokens/s (argparse reads this str|bool field as a bool, so it is set here).
+        training.include_num_input_tokens_seen = "non_padding"
+    return ParsedArgs(model, data, run, muon, training, preset, explicit, argv)

@@ -1,0 +1,259 @@
+"""Train a Mamba or hybrid model with Muon or AdamW.
+
+    mamba-train --model_size hybrid-tiny --training_preset muon_demo              # offline demo, CPU
+    mamba-train --model_size hybrid-small-standard --dataset TIGER-Lab/MathInstruct \\
+        --text_column "instruction,output" --training_preset muon_default --optimizer muon --seed 42
+    mamba-train --resume latest --output_dir checkpoints/<run>                     # continue exactly
+    mamba-train --resume checkpoints/<run>/final --dataset openai/gsm8k --dataset_config main   # fine-tune
+
+Values come from: built-in defaults < the training preset < command-line flags (any TrainingArguments flag
+works too). ``--resolve_only`` checks the arguments, prints ``run_dir=<path>`` and exits (the background
+launcher uses it to fail fast and to name its log).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from .errors import USER_ERRORS, UserError
+
+DEFAULT_MODEL_SIZE = "hybrid-tiny"
+CHECKPOINT_ROOT = Path("checkpoints")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    resolve_only = "--resolve_only" in argv
+    if resolve_only:
+        argv.remove("--resolve_only")
+    try:
+        return run(argv, resolve_only=resolve_only)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def resolve_run(parsed):
+    """Decide model size, optimizer type, output folder and resume plan; check they are consistent."""
+    from configs.model_configs import get_model_config
+
+    from .rundir import default_run_name, is_run_dir, resolve_resume, running_pid
+
+    m, r, t = parsed.model, parsed.run, parsed.training
+    explicit = parsed.explicit
+    optimizer_type = r.optimizer or parsed.preset.get("optimizer", "muon")
+    output_dir = Path(t.output_dir) if "output_dir" in explicit else None
+    plan = resolve_resume(r.resume, output_dir, CHECKPOINT_ROOT) if r.resume else None
+    parent = plan.parent_config if plan else None
+
+    model_size = m.model_size
+    if parent is not None:
+        recorded_size = parent["model"]["model_size"]
+        if model_size and model_size != recorded_size:
+            raise UserError(f"--resume {r.resume}: that run trained --model_size {recorded_size}, not {model_size}; "
+                            f"drop --model_size or pass --model_size {recorded_size}")
+        model_size = recorded_size
+        if plan.mode == "continue":
+            recorded_opt = parent["optimizer_type"]
+            if r.optimizer and r.optimizer != recorded_opt:
+                raise UserError(f"--resume {r.resume}: that run uses --optimizer {recorded_opt}, not {r.optimizer}; "
+                                "to switch optimizers, fine-tune from its final/ folder instead")
+            optimizer_type = recorded_opt
+    if m.model_name_or_path and plan is not None:
+        raise UserError("pass either --model_name_or_path or --resume, not both")
+    if m.model_name_or_path:
+        model_size = model_size or "custom"
+    else:
+        model_size = model_size or DEFAULT_MODEL_SIZE
+        get_model_config(model_size)  # fails early, with the list of sizes, on an unknown name
+
+    for folder in {output_dir, plan.run_dir if plan and plan.mode == "continue" else None} - {None}:
+        pid = running_pid(folder)
+        if pid:
+            raise UserError(f"{folder} is already running (pid {pid}); see train_background.sh --status, "
+                            "or stop it with train_background.sh --stop")
+    if plan is not None and plan.mode == "continue":
+        if output_dir is not None and output_dir.resolve() != plan.run_dir.resolve():
+            raise UserError(f"--resume continues {plan.run_dir}; drop --output_dir or make it that folder")
+        output_dir = plan.run_dir
+    else:
+        if output_dir is None:
+            output_dir = CHECKPOINT_ROOT / default_run_name(model_size, optimizer_type, CHECKPOINT_ROOT)
+        elif is_run_dir(output_dir) or any(output_dir.glob("checkpoint-*")):
+            raise UserError(f"{output_dir} already holds a run; continue it with --resume latest --output_dir "
+                            f"{output_dir}, or choose another --output_dir")
+    if parsed.data.data_dir and not Path(parsed.data.data_dir).exists():
+        raise UserError(f"--data_dir {parsed.data.data_dir}: no such folder or file; run prepare_cot_dataset.py "
+                        "first or fix the path")
+    return model_size, optimizer_type, output_dir, plan
+
+
+def apply_vram_auto(parsed, model, world_size: int) -> str:
+    """Resize batch/accumulation for the free GPU memory; returns the line to print."""
+    import torch
+
+    from .vram import plan_batch, probe_batch
+
+    t = parsed.training
+    if not torch.cuda.is_available():
+        return (f"--vram_auto: no CUDA GPU visible; using the preset's batch "
+                f"{t.per_device_train_batch_size} x accumulation {t.gradient_accumulation_steps}")
+    free, _ = torch.cuda.mem_get_info()
+    cfg = model.config
+    effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
+    state_bytes = 8.0 if parsed.run.optimizer == "adamw" else 6.0
+    plan = plan_batch(free, n_params=sum(p.numel() for p in model.parameters()), hidden_size=cfg.hidden_size,
+                      num_layers=cfg.num_hidden_layers, vocab_size=cfg.vocab_size,
+                      seq_len=parsed.data.max_seq_length, effective_batch=effective, optimizer_state_bytes=state_bytes)
+    device = torch.device("cuda")
+    model.to(device)
+    if plan.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    def try_step(batch):
+        ids = torch.randint(0, cfg.vocab_size, (batch, parsed.data.max_seq_length), device=device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=t.bf16):
+            model(input_ids=ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    batch = probe_batch(try_step, plan.per_device_batch, effective)
+    model.to("cpu")
+    t.per_device_train_batch_size = batch
+    t.gradient_accumulation_steps = effective // batch
+    t.gradient_checkpointing = plan.gradient_checkpointing
+    return dataclasses.replace(plan, per_device_batch=batch, grad_accum=effective // batch).describe()
+
+
+def run(argv: list[str], resolve_only: bool = False) -> int:
+    from .args import parse_args
+
+    parsed = parse_args(argv)
+    model_size, optimizer_type, output_dir, plan = resolve_run(parsed)
+    if resolve_only:
+        print(f"run_dir={output_dir}")
+        return 0
+
+    import torch
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback
+
+    from configs.model_configs import get_model_config
+
+    from . import rundir
+    from .data import PROMPT_TEMPLATE, build_datasets
+    from .models import build_model, kernel_report, load_pretrained
+    from .tokenizer import load_tokenizer
+    from .trainer import (GracefulStopCallback, MomentumScheduleCallback, MuonTrainer, RunLogCallback,
+                          argmax_logits, describe_optimizer, next_token_accuracy)
+
+    m, d, r, mu, t = parsed.model, parsed.data, parsed.run, parsed.muon, parsed.training
+    continuing = plan is not None and plan.mode == "continue"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    lock = rundir.RunLock(output_dir).acquire()
+    t.output_dir = str(output_dir)
+    if "run_name" not in parsed.explicit:
+        t.run_name = output_dir.name
+    if "disable_tqdm" not in parsed.explicit:
+        t.disable_tqdm = not sys.stderr.isatty()  # a log file gets one progress line per log step instead
+    if torch.cuda.is_available() and not ({"bf16", "fp16"} & parsed.explicit) and torch.cuda.is_bf16_supported():
+        t.bf16 = True
+    if not torch.cuda.is_available() and "dataloader_pin_memory" not in parsed.explicit:
+        t.dataloader_pin_memory = False
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+
+    kernels = kernel_report()
+    if t.should_log:
+        print(kernels, flush=True)
+
+    # Model and tokenizer: a new model of a named size, an existing checkpoint, or a parent run's weights.
+    start_from = m.model_name_or_path or (str(plan.model_path) if plan and plan.mode == "finetune" else None)
+    if continuing:
+        start_from = None  # the Trainer loads the checkpoint's weights itself
+    tokenizer_name = m.tokenizer or start_from or (
+        parsed_parent_tokenizer(plan) if continuing else get_model_config(model_size)["tokenizer"])
+    tokenizer = load_tokenizer(tokenizer_name)
+
+    train_ds, eval_ds, data_info = build_datasets(
+        tokenizer, dataset=d.dataset, dataset_config=d.dataset_config, dataset_split=d.dataset_split,
+        data_dir=d.data_dir, text_column=d.text_column, max_seq_length=d.max_seq_length, packing=d.packing,
+        train_on_prompt=d.train_on_prompt, eval_fraction=d.eval_fraction, max_eval_examples=d.max_eval_examples,
+        seed=t.seed, max_train_examples=d.max_train_examples)
+
+    if start_from:
+        model = load_pretrained(start_from)
+    else:
+        model = build_model(model_size, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, seed=t.seed)
+    if r.vram_auto:
+        print(apply_vram_auto(parsed, model, world_size), flush=True)
+
+    muon_options = dict(momentum=mu.momentum, nesterov=mu.nesterov, backend=mu.backend, ns_steps=mu.ns_steps,
+                        adjust_lr=mu.adjust_lr, adamw_lr=mu.adamw_lr, beta2=mu.muon_beta2)
+    callbacks = [RunLogCallback(output_dir, progress_lines=bool(t.disable_tqdm)), GracefulStopCallback()]
+    if optimizer_type == "muon":
+        callbacks.append(MomentumScheduleCallback(mu.momentum_warmup_start, mu.momentum, mu.momentum_warmup_steps))
+    stopper = callbacks[1]
+
+    trainer = MuonTrainer(
+        model=model, args=t, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
+        compute_metrics=next_token_accuracy, preprocess_logits_for_metrics=argmax_logits,
+        callbacks=callbacks, optimizer_type=optimizer_type, optimizer_options=muon_options)
+    if t.disable_tqdm:
+        trainer.remove_callback(PrinterCallback)  # RunLogCallback prints a readable line instead of a dict
+    trainer.create_optimizer()
+
+    if trainer.is_world_process_zero():
+        resumed_from = str(plan.checkpoint) if continuing else None
+        if continuing:
+            config = rundir.read_json(output_dir / rundir.RUN_CONFIG)
+            config.setdefault("resumes", []).append({"checkpoint": resumed_from, "argv": parsed.argv})
+            rundir.truncate_metrics(output_dir, int(plan.checkpoint.name.split("-")[1]))
+        else:
+            config = {
+                "model": {"model_size": model_size, "model_name_or_path": m.model_name_or_path,
+                          "tokenizer": tokenizer_name, "num_parameters": sum(p.numel() for p in model.parameters()),
+                          "architecture": type(model).__name__},
+                "optimizer_type": optimizer_type,
+                "training_preset": r.training_preset,
+                "preset": parsed.preset,
+                "argv": parsed.argv,
+                "flags": sorted(parsed.explicit),
+                "muon": dataclasses.asdict(mu),
+                "data": {**dataclasses.asdict(d), **data_info},
+                "prompt_template": PROMPT_TEMPLATE,
+                "parent_run": str(plan.run_dir) if plan and plan.run_dir else None,
+                "parent_model": str(plan.model_path) if plan else None,
+                "training_arguments": t.to_dict(),
+            }
+        rundir.write_json(output_dir / rundir.RUN_CONFIG, config)
+        rundir.write_json(output_dir / rundir.OPTIMIZER_FILE, describe_optimizer(trainer.optimizer, model))
+        rundir.write_json(output_dir / rundir.ENVIRONMENT_FILE, rundir.environment_info(kernels, world_size))
+
+    if t.should_log:
+        print(f"run folder: {output_dir}" + (f" (resuming {plan.checkpoint.name})" if continuing else ""), flush=True)
+    trainer.train(resume_from_checkpoint=str(plan.checkpoint) if continuing else None)
+
+    if stopper.requested:
+        print(f"stopped by {stopper.signal_name} at step {trainer.state.global_step}; continue with: "
+              f"mamba-train --resume latest --output_dir {output_dir}", flush=True)
+        lock.release()
+        return 0
+    final = rundir.save_final(trainer, tokenizer, output_dir)
+    if t.should_log:
+        print(f"done: model saved to {final}", flush=True)
+    lock.release()
+    return 0
+
+
+def parsed_parent_tokenizer(plan) -> str:
+    """The tokenizer a continued run was started with (its checkpoints also hold a copy)."""
+    if (plan.checkpoint / "tokenizer_config.json").is_file():
+        return str(plan.checkpoint)
+    return plan.parent_config["model"]["tokenizer"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""End-to-end runs of the training CLI on a *-tiny model (CPU, a few steps each).
+
+The CLI runs in-process (``main(argv)``) from a temporary working directory, so ``checkpoints/`` lands there.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from mamba_trainer.train import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMOKE = ["--model_size", "hybrid-tiny", "--max_steps", "6", "--save_steps", "3", "--eval_steps", "3",
+         "--logging_steps", "1", "--max_train_examples", "400", "--max_eval_examples", "16", "--seed", "7"]
+
+
+def train(tmp_path, *extra, preset="muon_smoke"):
+    return main(["--training_preset", preset, *SMOKE, *extra])
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in metrics(run_dir) if "loss" in m}
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def muon_run(tmp_path_factory):
+    """One 6-step Muon run shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("muon_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        assert main(["--training_preset", "muon_smoke", *SMOKE, "--output_dir", "checkpoints/run"]) == 0
+    return root / "checkpoints" / "run"
+
+
+def test_muon_run_trains_and_leaves_a_complete_run_dir(muon_run):
+    for name in ("run_config.json", "optimizer.json", "environment.json", "metrics.jsonl",
+                 "checkpoint-3", "checkpoint-6", "final"):
+        assert (muon_run / name).exists(), name
+    config = json.loads((muon_run / "run_config.json").read_text())
+    assert config["optimizer_type"] == "muon" and config["model"]["model_size"] == "hybrid-tiny"
+    assert config["preset"]["learning_rate"] > 0 and "Question:" in config["prompt_template"]
+    optimizer = json.loads((muon_run / "optimizer.json").read_text())
+    muon_names = [n for g in optimizer["groups"] if g.get("use_muon") for n in g["param_names"]]
+    assert any("in_proj" in n for n in muon_names) and not any("embed" in n for n in muon_names)
+
+    logs = metrics(muon_run)
+    steps = [m for m in logs if "loss" in m]
+    assert [m["step"] for m in steps] == [1, 2, 3, 4, 5, 6]
+    for m in steps:
+        assert m["lr_muon"] >= 0 and m["lr_adamw"] >= 0 and 0 < m["momentum"] < 1 and m["tokens_per_second"] > 0
+    # warmup from 0, then the Muon side runs at a larger lr than the AdamW side; momentum ramps up
+    assert steps[0]["lr_muon"] == 0 and max(m["lr_muon"] for m in steps) > max(m["lr_adamw"] for m in steps) > 0
+    assert steps[0]["momentum"] < steps[-1]["momentum"]
+    evals = [m for m in logs if "eval_loss" in m]
+    assert len(evals) == 2 and all("eval_perplexity" in m and "eval_accuracy" in m for m in evals)
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] or steps[-1]["loss"] < steps[0]["loss"]
+
+
+def test_final_model_loads_with_auto_classes_and_generates(muon_run):
+    model = AutoModelForCausalLM.from_pretrained(muon_run / "final")
+    tokenizer = AutoTokenizer.from_pretrained(muon_run / "final")
+    ids = tokenizer("Question: 2 + 3?\nAnswer: ", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 5 or out[0, -1].item() == tokenizer.eos_token_id
+
+
+def test_params_changed_from_init(muon_run, workdir):
+    # A 0-step run with the same seed gives the initial weights.
+    assert main(["--training_preset", "muon_smoke", *SMOKE, "--max_steps", "0", "--output_dir", "init"]) in (0,)
+    before, after = weights(Path("init/final")), weights(muon_run / "final")
+    changed = [k for k in after if not torch.equal(before[k], after[k])]
+    assert len(changed) > len(after) // 2
+
+
+def test_adamw_run_loss_falls(workdir):
+    assert train(workdir, "--output_dir", "adamw", "--max_steps", "8", preset="smoke") == 0
+    losses = train_losses(Path("adamw"))
+    config = json.loads(Path("adamw/run_config.json").read_text())
+    assert config["optimizer_type"] == "adamw"
+    assert sum(list(losses.values())[-3:]) < sum(list(losses.values())[:3])
+
+
+def test_resume_continues_bit_exactly(muon_run, workdir):
+    resumed = Path("resumed")
+    shutil.copytree(muon_run, resumed)
+    shutil.rmtree(resumed / "checkpoint-6")
+    shutil.rmtree(resumed / "final")
+    assert main(["--training_preset", "muon_smoke", *SMOKE, "--resume", str(resumed / "checkpoint-3")]) == 0
+    assert train_losses(resumed) == train_losses(muon_run)
+    a, b = weights(muon_run / "final"), weights(resumed / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    config = json.loads((resumed / "run_config.json").read_text())
+    assert config["resumes"][0]["checkpoint"].endswith("checkpoint-3")
+
+
+def test_resume_latest_skips_a_checkpoint_cut_short(muon_run, workdir):
+    run = Path("cut")
+    shutil.copytree(muon_run, run)
+    shutil.rmtree(run / "final")
+    (run / "checkpoint-6" / "trainer_state.json").unlink()  # as if the process died while saving
+    assert main(["--training_preset", "muon_smoke", *SMOKE, "--resume", "latest", "--output_dir", str(run)]) == 0
+    assert (run / "checkpoint-6.incomplete").is_dir()
+    a, b = weights(muon_run / "final"), weights(run / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_from_another_runs_final(muon_run, workdir):
+    data = FIXTURES / "data" / "gsm8k_sample.jsonl"
+    assert main(["--training_preset", "muon_smoke", "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2",
+                 "--data_dir", str(data), "--resume", str(muon_run / "final"), "--output_dir", "ft"]) == 0
+    config = json.loads(Path("ft/run_config.json").read_text())
+    assert config["parent_run"] == str(muon_run) and config["model"]["model_size"] == "hybrid-tiny"
+    state = json.loads(Path("ft/checkpoint-2/trainer_state.json").read_text())
+    assert state["global_step"] == 2  # a fresh schedule, not the parent's step count
+    parent, child = weights(muon_run / "final"), weights(Path("ft/final"))
+    assert any(not torch.equal(parent[k], child[k]) for k in parent)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--model_size", "hybrid-huge"], "hybrid-tiny"),
+        (["--training_preset", "muon_defualt"], "muon_default"),
+        (["--optimizer", "sgd"], "muon"),
+        (["--data_dir", "/nonexistent/data"], "/nonexistent/data"),
+        (["--resume", "/nonexistent/ckpt"], "--resume"),
+        (["--bogus_flag", "1"], "--bogus_flag"),
+        (["--text_column", "question,nonexistent", "--data_dir", str(FIXTURES / "data" / "gsm8k_sample.jsonl")],
+         "question"),
+    ],
+    ids=["size", "preset", "optimizer", "data_dir", "resume", "flag", "column"],
+)
+def test_bad_input_is_one_line_and_nonzero(argv, expected, workdir, capsys):
+    try:
+        code = main(["--training_preset", "muon_smoke", "--max_steps", "1", *argv])
+    except SystemExit as exc:  # argparse's own checks (bad choice) exit from inside the parser
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert expected in err and len(err.splitlines()) == 1 and err.startswith("error:")
+
+
+def test_resume_with_changed_size_is_refused(muon_run, workdir, capsys):
+    code = main(["--training_preset", "muon_smoke", "--model_size", "mamba-tiny", "--resume", str(muon_run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "hybrid-tiny" in err
+
+
+def test_resume_with_other_optimizer_is_refused(muon_run, workdir, capsys):
+    code = main(["--training_preset", "muon_smoke", "--optimizer", "adamw", "--resume", str(muon_run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "final" in err
+
+
+def test_output_dir_of_another_run_is_refused(muon_run, workdir, capsys):
+    code = main(["--training_preset", "muon_smoke", "--max_steps", "1", "--output_dir", str(muon_run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--resume latest" in err

@@ -1,0 +1,77 @@
+"""--vram_auto sizing: the pure estimate with made-up memory numbers, and the out-of-memory step-down."""
+
+import pytest
+
+from mamba_trainer.errors import UserError
+from mamba_trainer.vram import GIB, next_smaller_divisor, plan_batch, probe_batch
+
+# Roughly hybrid-small-standard: 112M parameters, hidden 768, 24 layers, gpt-neox vocabulary.
+MODEL = dict(n_params=112_000_000, hidden_size=768, num_layers=24, vocab_size=50_280, seq_len=1024)
+
+
+def test_plan_keeps_effective_batch_and_grows_with_memory():
+    plans = [plan_batch(gib * GIB, effective_batch=32, **MODEL) for gib in (8, 16, 24, 80)]
+    for plan in plans:
+        assert plan.per_device_batch * plan.grad_accum == 32
+        assert plan.estimated_bytes <= 0.85 * plan.free_bytes
+    batches = [p.per_device_batch for p in plans]
+    assert batches == sorted(batches) and batches[0] < batches[-1]
+    roomy = plan_batch(1024 * GIB, effective_batch=32, **MODEL)
+    assert (roomy.per_device_batch, roomy.grad_accum, roomy.gradient_checkpointing) == (32, 1, False)
+
+
+def test_plan_picks_largest_fitting_divisor():
+    plan = plan_batch(16 * GIB, effective_batch=24, **MODEL)
+    # the next larger divisor of 24 must not fit, or the plan was not the largest
+    larger = [d for d in (1, 2, 3, 4, 6, 8, 12, 24) if d > plan.per_device_batch]
+    if larger:
+        tighter = plan_batch(16 * GIB, effective_batch=larger[0], **MODEL)
+        assert tighter.per_device_batch < larger[0] or tighter.gradient_checkpointing
+
+
+def test_gradient_checkpointing_when_one_sequence_does_not_fit():
+    big = dict(MODEL, seq_len=4096)
+    plan = plan_batch(6 * GIB, effective_batch=8, **big)
+    assert plan.gradient_checkpointing
+    assert plan.per_device_batch * plan.grad_accum == 8
+
+
+def test_too_little_memory_is_one_line():
+    with pytest.raises(UserError) as err:
+        plan_batch(1 * GIB, effective_batch=8, **dict(MODEL, n_params=400_000_000))
+    assert "\n" not in str(err.value) and "--max_seq_length" in str(err.value)
+
+
+def test_next_smaller_divisor():
+    assert next_smaller_divisor(32, 32) == 16
+    assert next_smaller_divisor(12, 24) == 8
+    assert next_smaller_divisor(1, 24) == 0
+
+
+def test_probe_steps_down_through_divisors_on_oom():
+    tried = []
+
+    def fake_step(batch):
+        tried.append(batch)
+        if batch > 6:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    assert probe_batch(fake_step, 24, 24) == 6
+    assert tried == [24, 12, 8, 6]
+
+
+def test_probe_gives_up_with_one_line():
+    def always_oom(batch):
+        raise RuntimeError("CUDA out of memory.")
+
+    with pytest.raises(UserError) as err:
+        probe_batch(always_oom, 4, 4)
+    assert "\n" not in str(err.value)
+
+
+def test_probe_reraises_other_errors():
+    def broken(batch):
+        raise ValueError("shape mismatch")
+
+    with pytest.raises(ValueError, match="shape mismatch"):
+        probe_batch(broken, 4, 4)
