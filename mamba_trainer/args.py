@@ -89,6 +89,15 @@ class RunArguments:
     gsm8k_eval_samples: int = field(
         default=0, metadata={"help": "At each eval, also measure answer accuracy on N held-out problems (0 = off)."}
     )
+    time_budget: str | None = field(
+        default=None,
+        metadata={"help": "Wall-clock budget such as 90s, 5m or 1.5h: when spent, evaluate, save and stop."},
+    )
+    divergence_factor: float | None = field(
+        default=None,
+        metadata={"help": "Stop as diverged when the loss exceeds this multiple of its best value so far "
+                  "(non-finite losses always stop the run)."},
+    )
     gsm8k_eval_dataset: str = field(
         default="bundled-math", metadata={"help": "Problems for --gsm8k_eval_samples (e.g. openai/gsm8k)."}
     )
@@ -131,9 +140,32 @@ FRAMEWORK_DEFAULTS = {
     "report_to": "none",
     "save_total_limit": 3,
     "dataloader_num_workers": 0,
+    # A NaN/inf loss must reach the log (and the divergence check), not be averaged away.
+    "logging_nan_inf_filter": False,
     # Our datasets carry only model inputs; the collator must see `labels`.
     "remove_unused_columns": False,
 }
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``5m`` or ``1.5h``.
+
+    >>> parse_duration("5m"), parse_duration("1.5h"), parse_duration("90")
+    (300.0, 5400.0, 90.0)
+    """
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:], None)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise UserError(f"--time_budget {text!r}: expected a number with s, m or h, such as 90s, 5m or 1.5h") from None
+    if seconds <= 0:
+        raise UserError(f"--time_budget {text!r}: must be positive")
+    return seconds
 
 
 @dataclass

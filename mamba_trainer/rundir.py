@@ -220,6 +220,11 @@ def environment_info(kernels: str, world_size: int) -> dict:
     return info
 
 
+def append_metrics(run_dir: Path, record: dict) -> None:
+    with open(Path(run_dir) / METRICS_FILE, "a") as handle:
+        handle.write(json.dumps(record, default=str) + "\n")
+
+
 def truncate_metrics(run_dir: Path, step: int) -> None:
     """On resume, drop metric lines logged after the checkpoint, so the continued run does not log them twice."""
     path = Path(run_dir) / METRICS_FILE

@@ -145,8 +145,9 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
     from .data import PROMPT_TEMPLATE, build_datasets
     from .models import build_model, kernel_report, load_pretrained
     from .tokenizer import load_tokenizer
-    from .trainer import (GracefulStopCallback, MomentumScheduleCallback, MuonTrainer, RunLogCallback,
-                          argmax_logits, describe_optimizer, next_token_accuracy)
+    from .args import parse_duration
+    from .trainer import (DivergenceCallback, GracefulStopCallback, MomentumScheduleCallback, MuonTrainer,
+                          RunLogCallback, TimeBudgetCallback, argmax_logits, describe_optimizer, next_token_accuracy)
 
     m, d, r, mu, t = parsed.model, parsed.data, parsed.run, parsed.muon, parsed.training
     continuing = plan is not None and plan.mode == "continue"
@@ -191,10 +192,12 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
 
     muon_options = dict(momentum=mu.momentum, nesterov=mu.nesterov, backend=mu.backend, ns_steps=mu.ns_steps,
                         adjust_lr=mu.adjust_lr, adamw_lr=mu.adamw_lr, beta2=mu.muon_beta2)
-    callbacks = [RunLogCallback(output_dir, progress_lines=bool(t.disable_tqdm)), GracefulStopCallback()]
+    stopper, divergence = GracefulStopCallback(), DivergenceCallback(r.divergence_factor)
+    budget = TimeBudgetCallback(parse_duration(r.time_budget)) if r.time_budget else None
+    callbacks = [RunLogCallback(output_dir, progress_lines=bool(t.disable_tqdm)), stopper, divergence]
+    callbacks += [budget] if budget else []
     if optimizer_type == "muon":
         callbacks.append(MomentumScheduleCallback(mu.momentum_warmup_start, mu.momentum, mu.momentum_warmup_steps))
-    stopper = callbacks[1]
 
     trainer = MuonTrainer(
         model=model, args=t, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
@@ -234,18 +237,32 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
 
     if t.should_log:
         print(f"run folder: {output_dir}" + (f" (resuming {plan.checkpoint.name})" if continuing else ""), flush=True)
-    trainer.train(resume_from_checkpoint=str(plan.checkpoint) if continuing else None)
-
-    if stopper.requested:
-        print(f"stopped by {stopper.signal_name} at step {trainer.state.global_step}; continue with: "
-              f"mamba-train --resume latest --output_dir {output_dir}", flush=True)
-        lock.release()
+    try:
+        trainer.train(resume_from_checkpoint=str(plan.checkpoint) if continuing else None)
+    except FloatingPointError as exc:  # the optimizer met a NaN/inf gradient (nonfinite="raise")
+        divergence.reason = str(exc).splitlines()[0]
+    step = trainer.state.global_step
+    reason = ("diverged" if divergence.reason else "stopped" if stopper.requested
+              else "time_budget" if budget and budget.spent else "completed")
+    if trainer.is_world_process_zero():
+        rundir.append_metrics(output_dir, {"step": step, "event": "end", "reason": reason,
+                                           "detail": divergence.reason or stopper.signal_name})
+    try:
+        if reason == "diverged":
+            print(f"error: training diverged: {divergence.reason}; lower --learning_rate (the last whole "
+                  f"checkpoint is in {output_dir})", file=sys.stderr, flush=True)
+            return 3
+        if reason == "stopped":
+            print(f"stopped by {stopper.signal_name} at step {step}; continue with: "
+                  f"mamba-train --resume latest --output_dir {output_dir}", flush=True)
+            return 0
+        final = rundir.save_final(trainer, tokenizer, output_dir)
+        if t.should_log:
+            budget_note = " (time budget spent)" if reason == "time_budget" else ""
+            print(f"done at step {step}{budget_note}: model saved to {final}", flush=True)
         return 0
-    final = rundir.save_final(trainer, tokenizer, output_dir)
-    if t.should_log:
-        print(f"done: model saved to {final}", flush=True)
-    lock.release()
-    return 0
+    finally:
+        lock.release()
 
 
 def parsed_parent_tokenizer(plan) -> str:

@@ -6,7 +6,6 @@ accumulation, clipping, the LR schedule, checkpointing and exact resume — is t
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -20,6 +19,7 @@ from transformers import Trainer, TrainerCallback
 from optimizers import create_muon_optimizer, momentum_at_step, split_parameters
 
 from .errors import UserError
+from .rundir import append_metrics
 
 OPTIMIZER_TYPES = ("muon", "adamw", "adamw_8bit")
 
@@ -173,7 +173,7 @@ class RunLogCallback(TrainerCallback):
     """Appends every log to ``metrics.jsonl``; when not on a terminal, also prints one progress line per log."""
 
     def __init__(self, run_dir: Path, progress_lines: bool):
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.run_dir = Path(run_dir)
         self.progress_lines = progress_lines
         self.started = time.perf_counter()
         self.start_step = 0
@@ -185,9 +185,7 @@ class RunLogCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         elapsed = time.perf_counter() - self.started
-        record = {"step": state.global_step, "elapsed_s": round(elapsed, 2), **logs}
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record, default=float) + "\n")
+        append_metrics(self.run_dir, {"step": state.global_step, "elapsed_s": round(elapsed, 2), **logs})
         if not self.progress_lines:
             return
         done = state.global_step - self.start_step
@@ -211,6 +209,46 @@ class RunLogCallback(TrainerCallback):
                             and k not in ("eval_loss", "eval_runtime") and isinstance(logs[k], float)
                             and not k.endswith("per_second"))
             print(f"eval @ step {state.global_step} | loss {logs['eval_loss']:.4f}{extra}", flush=True)
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stops training once ``seconds`` of wall-clock have passed, evaluating and saving at that step."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.started = time.perf_counter()
+        self.spent = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.started >= self.seconds:
+            self.spent = True
+            control.should_training_stop = True
+            control.should_evaluate = args.eval_strategy != "no"
+            control.should_save = args.save_strategy != "no"
+
+
+class DivergenceCallback(TrainerCallback):
+    """Stops the run when the training loss is non-finite or exceeds ``factor`` x its best value so far."""
+
+    def __init__(self, factor: float | None):
+        self.factor = factor
+        self.best = math.inf
+        self.reason: str | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        if not math.isfinite(loss):
+            self.reason = f"loss is {loss} at step {state.global_step}"
+        elif self.factor and math.isfinite(self.best) and loss > self.factor * self.best:
+            self.reason = f"loss {loss:.4g} at step {state.global_step} exceeds {self.factor:g}x its best {self.best:.4g}"
+        self.best = min(self.best, loss)
+        if self.reason:
+            control.should_training_stop = True
 
 
 class GracefulStopCallback(TrainerCallback):

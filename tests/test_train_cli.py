@@ -135,6 +135,24 @@ def test_finetune_from_another_runs_final(muon_run, workdir):
     assert any(not torch.equal(parent[k], child[k]) for k in parent)
 
 
+def test_time_budget_stops_evaluates_and_saves(workdir):
+    assert train(workdir, "--output_dir", "budget", "--max_steps", "500", "--time_budget", "1s") == 0
+    logs = metrics(Path("budget"))
+    end = logs[-1]
+    assert end["event"] == "end" and end["reason"] == "time_budget" and end["step"] < 500
+    assert any("eval_loss" in m and m["step"] == end["step"] for m in logs)
+    assert Path("budget/final/config.json").is_file()
+
+
+def test_divergence_is_recorded_and_exits_nonzero(workdir, capsys):
+    code = train(workdir, "--output_dir", "boom", "--learning_rate", "1e4", "--adamw_lr", "1e4",
+                 "--max_grad_norm", "0", "--warmup_steps", "0")
+    err = capsys.readouterr().err.strip().splitlines()
+    end = metrics(Path("boom"))[-1]
+    assert code == 3 and end["reason"] == "diverged" and err[-1].startswith("error: training diverged")
+    assert not Path("boom/final").exists()
+
+
 @pytest.mark.parametrize(
     "argv, expected",
     [
