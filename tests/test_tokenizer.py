@@ -14,19 +14,6 @@ from mamba_trainer.tokenizer import BUNDLED_TOKENIZER_DIR, EOS_TOKEN, PAD_TOKEN,
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def hub_offline(monkeypatch):
-    """HF_HUB_OFFLINE=1 for this test; the libraries read it at import, so their copies are patched too."""
-    import datasets.config
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True, raising=False)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return load_tokenizer("bundled")
