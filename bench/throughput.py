@@ -1,0 +1,73 @@
+"""Training throughput of Muon vs AdamW: same model, same data, same batch, one run, side by side.
+
+    python bench/throughput.py                                   # hybrid-tiny, CPU, ~5 minutes
+    python bench/throughput.py --model_size hybrid-small --tokenizer bundled --steps 20 --rounds 1
+
+Each round trains the model for ``--steps`` optimizer steps with each optimizer, alternating (A B A B ...) so
+that drifting machine load hits both alike. Reported: median tokens/s over the steps after ``--skip`` warm-up
+steps, pooled over rounds, and the ratio Muon / AdamW (target >= 0.97). Not a test: timings are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def run_once(workdir: Path, optimizer: str, args, seed: int) -> list[float]:
+    out = workdir / f"{optimizer}_{seed}"
+    cmd = [sys.executable, "-m", "mamba_trainer.train", "--model_size", args.model_size,
+           "--training_preset", "muon_demo" if optimizer == "muon" else "demo", "--optimizer", optimizer,
+           "--max_steps", str(args.steps), "--logging_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
+           "--max_train_examples", "4000", "--per_device_train_batch_size", str(args.batch),
+           "--max_seq_length", str(args.seq_len), "--seed", str(seed), "--output_dir", str(out)]
+    if args.tokenizer:
+        cmd += ["--tokenizer", args.tokenizer]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{optimizer} run failed:\n{result.stderr[-3000:]}")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rates = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
+    return rates[args.skip:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_size", default="hybrid-tiny")
+    parser.add_argument("--tokenizer", default=None, help="e.g. 'bundled' to run a real size offline")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--skip", type=int, default=5, help="warm-up steps left out of the median")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq_len", type=int, default=256)
+    args = parser.parse_args()
+
+    rates = {"adamw": [], "muon": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            order = ("adamw", "muon") if round_ % 2 == 0 else ("muon", "adamw")
+            for optimizer in order:
+                rates[optimizer] += run_once(Path(tmp), optimizer, args, seed=round_)
+                print(f"round {round_ + 1}/{args.rounds} {optimizer}: median "
+                      f"{statistics.median(rates[optimizer]):,.0f} tok/s so far", flush=True)
+
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"\nmachine: {platform.processor() or platform.machine()}, "
+          f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores")
+    print(f"model {args.model_size}, batch {args.batch} x {args.seq_len} tokens, {args.steps} steps x "
+          f"{args.rounds} rounds per optimizer, first {args.skip} steps of each run skipped")
+    print("| optimizer | median tokens/s | steps measured |")
+    print("|---|---:|---:|")
+    for name in ("adamw", "muon"):
+        print(f"| {name} | {med[name]:,.0f} | {len(rates[name])} |")
+    print(f"\nMuon / AdamW throughput ratio: {med['muon'] / med['adamw']:.3f} (target >= 0.97)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""`Muon`: one torch.optim.Optimizer holding Muon groups (hidden weight matrices) and AdamW groups (the rest).
+
+One optimizer, one state_dict, groups in a fixed order: HF Trainer's optimizer.pt save/resume and its
+LR scheduler (which scales ``group["lr"]`` of every group) work unchanged. The math lives in
+`optimizers.functional` and `optimizers.orthogonalize`; this file holds state and bookkeeping.
+
+Units: ``lr`` of a Muon group is the step size of the orthogonalized update, whose spectral norm is ~1,
+times `update_scale` (see ``adjust_lr``); ``lr`` of an AdamW group is AdamW's usual per-element step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+from optimizers.distributed import DISTRIBUTED_MODES, distributed_context
+from optimizers.errors import MuonConfigError
+from optimizers.functional import ADJUST_LR, adamw_, adamw_8bit_, muon_bucket_update, normuon_, update_scale
+from optimizers.orthogonalize import default_steps, get_backend, resolve_dtype
+
+NONFINITE = ("raise", "skip")
+MIN_8BIT_SIZE = 4096  # as bnb.optim.AdamW8bit: smaller tensors (norms, biases) keep fp32 moments
+_EXACT_KEYS = ("exp_avg_q", "exp_avg_sq_q", "exp_avg_absmax", "exp_avg_sq_absmax", "second_moment")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise MuonConfigError(message)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_group(group: dict, names: list[str]) -> None:
+    """Validate one param group; every message is one line naming the group and the fix."""
+    where = f"param group {group['name']!r}"
+    _check(_is_number(group["lr"]) and group["lr"] > 0, f"{where}: lr must be a number > 0, got {group['lr']!r}")
+    _check(_is_number(group["weight_decay"]) and group["weight_decay"] >= 0,
+           f"{where}: weight_decay must be >= 0, got {group['weight_decay']!r}")
+    if not group["use_muon"]:
+        b1, b2 = group["betas"]
+        _check(0 <= b1 < 1 and 0 <= b2 < 1, f"{where}: AdamW betas must be in [0, 1), got {group['betas']!r}")
+        _check(_is_number(group["eps"]) and group["eps"] > 0, f"{where}: eps must be > 0, got {group['eps']!r}")
+        return
+    _check_momentum(group)
+    get_backend(group["backend"])  # raises with the list of valid names
+    steps = group["ns_steps"]
+    _check(steps is None or (isinstance(steps, int) and steps >= 1),
+           f"{where}: ns_steps must be a positive integer or None, got {steps!r}")
+    _check(group["adjust_lr"] in ADJUST_LR,
+           f"{where}: unknown adjust_lr {group['adjust_lr']!r}; valid: {', '.join(ADJUST_LR)}")
+    beta2 = group["beta2"]
+    _check(beta2 is None or (_is_number(beta2) and 0 <= beta2 < 1),
+           f"{where}: beta2 (NorMuon) must be in [0, 1) or None, got {beta2!r}")
+    resolve_dtype(group["compute_dtype"], torch.device("cpu"))
+    for p, name in zip(group["params"], names):
+        matrix = p.ndim in (2, 3) and min(p.shape[-2:]) > 1
+        _check(matrix, f"{where}: parameter {name!r} with shape {tuple(p.shape)} is not a matrix (or a stack of "
+                       "matrices); Muon only takes hidden weight matrices, put it in an AdamW group (use_muon=False)")
+
+
+def _plain(x):
+    """Coefficient tuples (possibly nested) as lists of floats, for JSON."""
+    return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else float(x)
+
+
+def _check_momentum(group: dict) -> None:
+    m = group["momentum"]
+    _check(_is_number(m) and 0 <= m < 1, f"param group {group['name']!r}: momentum must be in [0, 1), got {m!r}")
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (MomentUm Orthogonalized by Newton-Schulz) for hidden matrices + AdamW for everything else.
+
+    ``params``: group dicts, each with ``use_muon`` (default True) and ``name``; optional ``param_names``
+    (used in error messages and `describe`). Keyword defaults apply to groups that do not set a key.
+    Muon group keys: lr, momentum, nesterov, weight_decay, decoupled_wd, backend, ns_steps, adjust_lr,
+    beta2 (NorMuon; None = off), compute_dtype (None = bf16 on CUDA, fp32 otherwise).
+    AdamW group keys: lr, betas, eps, weight_decay, decoupled_wd.
+    ``adamw_8bit``: AdamW moments in 8 bits via bitsandbytes. ``nonfinite``: "raise" or "skip" a step whose
+    gradients contain NaN/inf (skipped steps are counted in ``skipped_steps``). ``distributed``: "auto" splits
+    the orthogonalization across ranks under DDP or FSDP2 (see `optimizers.distributed`); "off" does not.
+    Muon takes 2-D matrices and 3-D stacks of independent matrices (e.g. MoE experts).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 3e-3, momentum: float = 0.95, nesterov: bool = True,
+                 weight_decay: float = 0.0, decoupled_wd: bool = True, backend="newtonschulz5",
+                 ns_steps: int | None = None, adjust_lr: str = "original", beta2: float | None = None,
+                 compute_dtype=None, adamw_betas=(0.9, 0.95), adamw_eps: float = 1e-8, *,
+                 adamw_8bit: bool = False, nonfinite: str = "raise", distributed: str = "auto"):
+        _check(nonfinite in NONFINITE, f"unknown nonfinite={nonfinite!r}; valid: {', '.join(NONFINITE)}")
+        _check(distributed in DISTRIBUTED_MODES,
+               f"unknown distributed={distributed!r}; valid: {', '.join(DISTRIBUTED_MODES)}")
+        if isinstance(compute_dtype, torch.dtype):  # stored as a name: state_dicts stay plain data
+            compute_dtype = str(compute_dtype).replace("torch.", "")
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                        decoupled_wd=decoupled_wd, backend=backend, ns_steps=ns_steps, adjust_lr=adjust_lr,
+                        beta2=beta2, compute_dtype=compute_dtype, betas=tuple(adamw_betas), eps=adamw_eps,
+                        use_muon=True, name="muon")
+        self.adamw_8bit = adamw_8bit
+        self.nonfinite = nonfinite
+        self.distributed = distributed
+        self._dist = None  # the multi-process context, decided at the first step (the model may be sharded later)
+        self._dist_checked = False
+        self.skipped_steps = 0  # steps skipped for non-finite gradients (saved in state_dict)
+        self.step_count = 0  # step() calls, skipped ones included (saved in state_dict)
+        self._qmaps: tuple[Tensor, Tensor] | None = None
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if isinstance(group["compute_dtype"], torch.dtype):
+            group["compute_dtype"] = str(group["compute_dtype"]).replace("torch.", "")
+        _check_group(group, self._names(group, len(self.param_groups) - 1))
+
+    @staticmethod
+    def _names(group: dict, index: int) -> list[str]:
+        return list(group.get("param_names") or [f"group{index}.param{i}" for i in range(len(group["params"]))])
+
+    # ------------------------------------------------------------------ step
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.step_count += 1
+        if not self._dist_checked:
+            self._dist, self._dist_checked = distributed_context(self), True
+        # under several processes the ranks agree on skipping, and on which parameters take part
+        if not (self._dist.agree(self) if self._dist else self._grads_finite()):
+            self.skipped_steps += 1
+            return loss
+        for group in self.param_groups:
+            if group["use_muon"]:
+                self._muon_step(group)
+            else:
+                self._adamw_step(group)
+        return loss
+
+    def _grads_finite(self) -> bool:
+        """Fast path: one fused 2-norm per tensor and one sync (a max-abs norm is ~15x slower on CPU).
+        A non-finite norm is then confirmed element-wise, since a huge but finite gradient can overflow
+        the sum of squares."""
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return True
+        norms = torch._foreach_norm(grads)
+        if bool(torch.stack([n.float() for n in norms]).isfinite().all()):
+            return True
+        bad = [name for gi, g in enumerate(self.param_groups) for p, name in zip(g["params"], self._names(g, gi))
+               if p.grad is not None and not bool(p.grad.isfinite().all())]
+        if not bad:
+            return True
+        if self.nonfinite == "skip":
+            return False
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise FloatingPointError(
+            f"non-finite gradient (nan/inf) in parameter {bad[0]!r}{more} at optimizer step {self.step_count}; "
+            "lower the learning rate, clip gradients, or build the optimizer with nonfinite='skip'")
+
+    def _muon_step(self, group: dict) -> None:
+        _check_momentum(group)  # a callback may have changed it since construction
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        lr, wd = group["lr"], group["weight_decay"]
+        if wd and not group["decoupled_wd"]:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if group["beta2"] is not None:
+                    state["second_moment"] = torch.zeros((*p.shape[:-1], 1), dtype=torch.float32, device=p.device)
+        if wd and group["decoupled_wd"]:
+            torch._foreach_mul_(params, 1 - lr * wd)  # with the unscaled lr, as torch.optim.Muon
+
+        buckets: dict[tuple, list[int]] = {}
+        for i, p in enumerate(params):
+            buckets.setdefault((p.shape, p.dtype, p.device), []).append(i)
+        # several processes: each rank orthogonalizes its share, every rank gets every update
+        shared = self._dist.bucket_updates(group, params, grads, buckets, self.state) if self._dist else None
+        for key, idx in buckets.items():
+            shape = key[0]
+            bufs = [self.state[params[i]]["momentum_buffer"] for i in idx]
+            O = shared[key] if shared is not None else muon_bucket_update(
+                [grads[i] for i in idx], bufs, momentum=group["momentum"], nesterov=group["nesterov"],
+                backend=group["backend"], ns_steps=group["ns_steps"], compute_dtype=group["compute_dtype"])
+            if group["beta2"] is not None:
+                moments = [self.state[params[i]]["second_moment"] for i in idx]
+                V = torch.stack(moments)
+                O = normuon_(O.float(), V, group["beta2"])
+                torch._foreach_copy_(moments, list(V.unbind(0)))
+            torch._foreach_add_([params[i] for i in idx], list(O),
+                                alpha=-lr * update_scale(shape, group["adjust_lr"]))
+
+    def _adamw_step(self, group: dict) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        hyper = dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                     weight_decay=group["weight_decay"], decoupled_wd=group["decoupled_wd"])
+        dense = []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                self._init_adamw_state(p, state)
+            if "exp_avg_q" in state:
+                adamw_8bit_(p, p.grad, state, self._quant_maps(p.device), **hyper)
+            else:
+                dense.append(p)
+        if dense:
+            states = [self.state[p] for p in dense]
+            adamw_(dense, [p.grad for p in dense], [s["exp_avg"] for s in states],
+                        [s["exp_avg_sq"] for s in states], [s["step"] for s in states], **hyper)
+
+    def _init_adamw_state(self, p: Tensor, state: dict) -> None:
+        if self.adamw_8bit and p.numel() >= MIN_8BIT_SIZE:
+            state["step"] = 0  # bitsandbytes takes a Python int
+            blocks = math.ceil(p.numel() / 256)  # bitsandbytes' blockwise quantization block
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[f"{key}_q"] = torch.zeros_like(p, dtype=torch.uint8, memory_format=torch.contiguous_format)
+                state[f"{key}_absmax"] = torch.zeros(blocks, dtype=torch.float32, device=p.device)
+        else:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)  # as torch's fused AdamW
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _quant_maps(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """bitsandbytes' dynamic quantization maps (signed for m, unsigned for v); rebuilt, never saved."""
+        if self._qmaps is None or self._qmaps[0].device != device:
+            import bitsandbytes.functional as bnbF
+
+            self._qmaps = (bnbF.create_dynamic_map(signed=True).to(device),
+                           bnbF.create_dynamic_map(signed=False).to(device))
+        return self._qmaps
+
+    # ------------------------------------------------------------ state dict
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        sd["muon"] = {"skipped_steps": self.skipped_steps, "step_count": self.step_count}
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("muon", {})
+        saved = {k: dict(v) for k, v in state_dict.get("state", {}).items()}
+        saved_8bit = any("exp_avg_q" in s for s in saved.values())
+        saved_dense = any(s["exp_avg"].numel() >= MIN_8BIT_SIZE for s in saved.values() if "exp_avg" in s)
+        _check(not (saved_8bit and not self.adamw_8bit) and not (saved_dense and self.adamw_8bit),
+               f"optimizer state was saved with adamw_8bit={not self.adamw_8bit}; "
+               "resume with the same adamw_8bit setting")
+        # torch casts every state tensor of a float param to the param's dtype: that would turn uint8
+        # moments into floats and bf16-round fp32 absmax. Load these keys ourselves, dtype untouched.
+        exact = {i: {k: s.pop(k) for k in list(s) if k in _EXACT_KEYS} for i, s in saved.items()}
+        super().load_state_dict({**state_dict, "state": saved})
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(saved_ids, params):
+            if exact.get(i):
+                self.state[p].update({k: v.to(p.device) for k, v in exact[i].items()})
+            step = self.state[p].get("step") if p in self.state else None
+            if isinstance(step, Tensor):  # HF loads optimizer.pt to CPU; the fused kernel wants it by the param
+                self.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)
+        self.skipped_steps = int(extra.get("skipped_steps", 0))
+        self.step_count = int(extra.get("step_count", 0))
+
+    # -------------------------------------------------------------- describe
+
+    def describe(self) -> dict[str, Any]:
+        """Effective settings and which parameter names are in which group, as JSON-able data."""
+        groups = []
+        for gi, g in enumerate(self.param_groups):
+            d: dict[str, Any] = {"name": g["name"], "use_muon": g["use_muon"], "lr": g["lr"],
+                                 "weight_decay": g["weight_decay"], "decoupled_wd": g["decoupled_wd"]}
+            if "initial_lr" in g:
+                d["initial_lr"] = g["initial_lr"]
+            if g["use_muon"]:
+                backend = g["backend"]
+                d.update(momentum=g["momentum"], nesterov=g["nesterov"],
+                         backend=backend if isinstance(backend, str) else _plain(backend),
+                         ns_steps=g["ns_steps"] or default_steps(backend), adjust_lr=g["adjust_lr"],
+                         normuon_beta2=g["beta2"],
+                         compute_dtype=g["compute_dtype"] or "auto (bfloat16 on CUDA, float32 otherwise)")
+            else:
+                d.update(betas=list(g["betas"]), eps=g["eps"], adamw_8bit=self.adamw_8bit)
+            d.update(num_tensors=len(g["params"]), num_parameters=sum(p.numel() for p in g["params"]),
+                     param_names=self._names(g, gi))
+            groups.append(d)
+        return {"optimizer": "Muon", "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps,
+                "groups": groups}
