@@ -36,8 +36,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def launch_rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun sets them; (0, 1) for a plain launch."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def resolve_run(parsed):
-    """Decide model size, optimizer type, output folder and resume plan; check they are consistent."""
+    """Decide model size, optimizer type, output folder and resume plan; check they are consistent.
+
+    Under torchrun only rank 0 checks that the folder is free: the other ranks start while rank 0 already
+    holds it."""
     from configs.model_configs import get_model_config
 
     from .rundir import default_run_name, is_run_dir, resolve_resume, running_pid
@@ -70,7 +78,12 @@ def resolve_run(parsed):
         model_size = model_size or DEFAULT_MODEL_SIZE
         get_model_config(model_size)  # fails early, with the list of sizes, on an unknown name
 
-    for folder in {output_dir, plan.run_dir if plan and plan.mode == "continue" else None} - {None}:
+    rank, world_size = launch_rank()
+    if world_size > 1 and output_dir is None and not (plan is not None and plan.mode == "continue"):
+        raise UserError(f"under torchrun (WORLD_SIZE={world_size}) pass --output_dir: every rank must name the same "
+                        "run folder (train_background.sh --nproc N passes one for you)")
+    for folder in ({output_dir, plan.run_dir if plan and plan.mode == "continue" else None} - {None}
+                   if rank == 0 else ()):
         pid = running_pid(folder)
         if pid:
             raise UserError(f"{folder} is already running (pid {pid}); see train_background.sh --status, "
@@ -82,7 +95,7 @@ def resolve_run(parsed):
     else:
         if output_dir is None:
             output_dir = CHECKPOINT_ROOT / default_run_name(model_size, optimizer_type, CHECKPOINT_ROOT)
-        elif is_run_dir(output_dir) or any(output_dir.glob("checkpoint-*")):
+        elif rank == 0 and (is_run_dir(output_dir) or any(output_dir.glob("checkpoint-*"))):
             raise UserError(f"{output_dir} already holds a run; continue it with --resume latest --output_dir "
                             f"{output_dir}, or choose another --output_dir")
     if parsed.data.data_dir and not Path(parsed.data.data_dir).exists():
@@ -130,6 +143,13 @@ def apply_vram_auto(parsed, model, world_size: int) -> str:
 def run(argv: list[str], resolve_only: bool = False) -> int:
     from .args import parse_args
 
+    if launch_rank()[1] > 1:
+        import torch
+
+        if not torch.cuda.is_available():
+            # Under torchrun without a GPU, accelerate runs DDP over gloo only when told to use the CPU; otherwise
+            # it joins the process group but trains every rank alone (no gradient all-reduce, no data sharding).
+            os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     parsed = parse_args(argv)
     model_size, optimizer_type, output_dir, plan = resolve_run(parsed)
     if resolve_only:
@@ -152,7 +172,7 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
     m, d, r, mu, t = parsed.model, parsed.data, parsed.run, parsed.muon, parsed.training
     continuing = plan is not None and plan.mode == "continue"
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock = rundir.RunLock(output_dir).acquire()
+    lock = rundir.RunLock(output_dir).acquire() if launch_rank()[0] == 0 else None  # one lock per run
     t.output_dir = str(output_dir)
     if "run_name" not in parsed.explicit:
         t.run_name = output_dir.name
@@ -198,12 +218,21 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
     callbacks += [budget] if budget else []
     if optimizer_type == "muon":
         callbacks.append(MomentumScheduleCallback(mu.momentum_warmup_start, mu.momentum, mu.momentum_warmup_steps))
+    answer_eval = None
+    if r.gsm8k_eval_samples > 0:
+        from .eval_callback import GSM8KEvalCallback
+
+        # Answers longer than a training sequence were never seen whole, so generation stops there too.
+        answer_eval = GSM8KEvalCallback(r.gsm8k_eval_samples, r.gsm8k_eval_dataset, max_new_tokens=d.max_seq_length)
+        callbacks.append(answer_eval)
 
     trainer = MuonTrainer(
         model=model, args=t, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
         compute_metrics=next_token_accuracy, preprocess_logits_for_metrics=argmax_logits,
         callbacks=callbacks, optimizer_type=optimizer_type, optimizer_options=muon_options)
+    if answer_eval is not None:
+        answer_eval.attach(trainer)  # it logs through trainer.log, so its metrics reach metrics.jsonl
     if t.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # RunLogCallback prints a readable line instead of a dict
     trainer.create_optimizer()
@@ -262,7 +291,8 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
             print(f"done at step {step}{budget_note}: model saved to {final}", flush=True)
         return 0
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def parsed_parent_tokenizer(plan) -> str:

@@ -56,6 +56,28 @@ def build_optimizer(model, kind: str, args, *, verbose: bool = True, **muon_opti
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=betas, eps=args.adam_epsilon)
 
 
+def check_parallelism(optimizer_type: str, *, fsdp_version: int | None = None,
+                      deepspeed_config: dict | None = None) -> None:
+    """Refuse, in one line, the sharding setups under which Muon cannot run (instead of silently training
+    with something else). DDP and FSDP2 are fine: `optimizers.distributed` handles them."""
+    if optimizer_type != "muon":
+        return
+    if fsdp_version == 1:
+        raise UserError("--optimizer muon cannot run under FSDP1: it hands the optimizer flattened 1-D shards "
+                        "and Muon needs whole matrices; set fsdp_version: 2 in --fsdp_config (FSDP2), drop --fsdp "
+                        "(DDP), or use --optimizer adamw")
+    if deepspeed_config is None:
+        return
+    if "optimizer" in deepspeed_config:
+        raise UserError("--optimizer muon: the DeepSpeed config's \"optimizer\" section replaces Muon with "
+                        "DeepSpeed's own optimizer; remove that section, or use --optimizer adamw")
+    stage = (deepspeed_config.get("zero_optimization") or {}).get("stage", 0)
+    if not isinstance(stage, int) or stage >= 1:
+        raise UserError(f"--optimizer muon cannot run under DeepSpeed ZeRO stage {stage}: ZeRO hands the "
+                        "optimizer flat 1-D partitions and Muon needs whole matrices; use ZeRO stage 0, DDP "
+                        "(torchrun without --deepspeed) or FSDP2")
+
+
 def describe_optimizer(optimizer, model) -> dict:
     """JSON-able effective settings: per group, its hyperparameters and the parameter names it holds."""
     if hasattr(optimizer, "describe"):
@@ -96,6 +118,13 @@ class MuonTrainer(Trainer):
         self._throughput_mark: tuple[float, int] | None = None
         self._step_settings: dict[str, float] = {}
         super().__init__(*args, **kwargs)
+        # here, not in create_optimizer: a DeepSpeed config with its own optimizer never calls that hook
+        state = self.accelerator.state
+        check_parallelism(
+            optimizer_type,
+            fsdp_version=getattr(state.fsdp_plugin, "fsdp_version", 1) if self.is_fsdp_enabled else None,
+            deepspeed_config=(getattr(getattr(self.args, "hf_deepspeed_config", None), "config", None) or {})
+            if self.is_deepspeed_enabled else None)
         self.add_callback(_StepStats(self))
 
     def create_optimizer(self, model=None):

@@ -24,7 +24,7 @@ NORMUON_EPS = 1e-10  # NorMuon's reference value; only guards rows whose update 
 def momentum_at_step(step: int, start: float = 0.85, end: float = 0.95, warmup_steps: int = 300) -> float:
     """Muon momentum warmup: linear from ``start`` at step 0 to ``end`` at ``warmup_steps``, then constant.
 
-    >>> momentum_at_step(0), momentum_at_step(150), momentum_at_step(10_000)
+    >>> momentum_at_step(0), round(momentum_at_step(150), 6), momentum_at_step(10_000)
     (0.85, 0.9, 0.95)
     """
     if warmup_steps <= 0:
