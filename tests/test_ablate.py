@@ -1,0 +1,370 @@
+"""Muon ablation sweeps: spec parsing and worker planning (unit), and real sweeps of hybrid-tiny (CPU).
+
+The end-to-end sweep runs each variant as a ``python -m mamba_trainer.train`` subprocess (about 30 s each on
+two loaded CPU cores); the module shares one 4-variant sweep and adds one 1-variant time-budget sweep.
+"""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mamba_trainer.ablate import main, runner
+from mamba_trainer.ablate.plots import choose_axes
+from mamba_trainer.ablate.report import GENERATED_PREFIX
+from mamba_trainer.ablate.spec import (BACKEND_NAMES, SweepSpec, Value, build_variants, expand_grid, load_spec_file,
+                                       normalize, parse_number, parse_value, parse_variant_arg, FACTORS)
+from mamba_trainer.errors import UserError
+
+BASE = ["--training_preset", "muon_smoke", "--model_size", "hybrid-tiny", "--max_steps", "2", "--eval_steps", "2",
+        "--save_steps", "100", "--logging_steps", "1", "--warmup_steps", "0", "--max_grad_norm", "0",
+        "--max_train_examples", "200", "--max_eval_examples", "8", "--seed", "7"]
+# base + 3 grid points; an AdamW-side lr of 1e4 (no warmup, no clipping) blows up at step 2, mid-sweep
+SWEEP = [*BASE, "--name", "t", "--adamw_lr", "1/2000,1e4,1/500"]
+
+
+# ---- values and grids ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [("1/32", 0.03125), ("7/8", 0.875), ("15/16", 0.9375), ("2^-5", 0.03125),
+                                            ("2**-6", 1 / 64), (" 0.02 ", 0.02), ("2e-2", 0.02), ("3", 3.0),
+                                            (0.875, 0.875), (4, 4.0)])
+def test_fractions_parse_exactly(text, expected):
+    assert parse_number(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1/0", "abc", "nan", "1.5/3", "", "2^x"])
+def test_bad_numbers_are_one_line_errors(text):
+    with pytest.raises(UserError, match="cannot read|not a"):
+        parse_number(text)
+
+
+def test_values_by_factor_kind():
+    assert parse_value(FACTORS["ns_steps"], "8").value == 8
+    assert parse_value(FACTORS["nesterov"], "off").value is False and parse_value(FACTORS["nesterov"], True).value
+    assert parse_value(FACTORS["beta2"], "off").value is None and parse_value(FACTORS["beta2"], "0.95").value == 0.95
+    assert parse_value(FACTORS["momentum"], "15/16").flag_text() == "0.9375"
+    for name, bad in [("ns_steps", "4.5"), ("momentum", "1"), ("lr", "0"), ("lr", "-1/32"), ("nesterov", "maybe"),
+                      ("backend", "newtonschulz7"), ("adjust_lr", "spectral")]:
+        with pytest.raises(UserError, match=name):
+            parse_value(FACTORS[name], bad)
+
+
+def test_backend_factor_knows_every_registered_backend_and_refuses_coefficients():
+    from optimizers.orthogonalize import BACKENDS
+
+    assert set(BACKEND_NAMES) == set(BACKENDS)
+    with pytest.raises(UserError, match="not NS coefficients"):
+        parse_value(FACTORS["backend"], "(3.4, -4.7, 2.0)")
+
+
+def test_grid_expands_in_order_first_factor_slowest():
+    points = expand_grid({"lr": "1/64,1/32,1/16", "momentum": "7/8,15/16", "ns_steps": "4,8,16"})
+    assert len(points) == 18
+    assert [p["lr"].text for p in points[:6]] == ["1/64"] * 6
+    assert [p["ns_steps"].value for p in points[:3]] == [4, 8, 16]
+    assert points[0] == {"lr": Value("1/64", 1 / 64), "momentum": Value("7/8", 0.875), "ns_steps": Value("4", 4)}
+
+
+def test_variants_names_folders_and_flags():
+    named = ["no_nesterov", {"name": "Short ramp", "momentum_ramp": 10, "max_grad_norm": 0}]
+    spec = normalize(SweepSpec(preset="muon_smoke", grid={"learning_rate": ["1/64", "1/32"], "momentum": ["7/8"]},
+                               variants=named, baselines=True))
+    assert spec.base_flags == ["--momentum", "0.875"] and list(spec.grid) == ["lr"]
+    variants = build_variants(spec, known_flags={"max_grad_norm"}, base_values={"base_lr": 0.02, "base_adamw_lr": 1e-3})
+    assert [v.slug for v in variants] == ["base", "lr_1-64", "lr_1-32", "no_nesterov", "short_ramp",
+                                          "adamw_at_muon_lr", "adamw_standard"]
+    assert variants[0].is_base and sum(v.is_base for v in variants) == 1
+    assert variants[1].flags() == ["--learning_rate", "0.015625"]
+    assert variants[4].flags() == ["--momentum_warmup_steps", "10", "--max_grad_norm", "0"]
+    assert variants[5].flags() == ["--optimizer", "adamw", "--learning_rate", "0.02"]
+    assert variants[6].name == "AdamW (all params) @ lr 0.001"
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (SweepSpec(grid={"learning_rat": ["1/32", "1/16"]}), "unknown factor 'learning_rat'"),
+        (SweepSpec(grid={"lr": []}), "empty grid for factor lr"),
+        (SweepSpec(grid={"lr": ["1/32", "0.03125"]}), "repeats"),
+        (SweepSpec(), "nothing to sweep"),
+        (SweepSpec(grid={"lr": ["1/32"]}), "nothing to sweep"),
+        (SweepSpec(variants=[{"name": "x", "bogus": 1}]), "unknown factor 'bogus' in variant 'x'"),
+        (SweepSpec(variants=["turbo"]), "unknown named variant 'turbo'"),
+        (SweepSpec(grid={"lr": ["1/32", "1/16"]}, heatmap=["momentum"]), "--heatmap momentum"),
+        (SweepSpec(grid={"lr": ["1/32", "1/16"]}, base_variant="nope"), "--base_variant 'nope'"),
+    ],
+    ids=["unknown", "empty", "repeat", "nothing", "one-value", "variant-key", "builtin", "heatmap", "base"],
+)
+def test_bad_sweeps_are_one_line_errors(spec, expected):
+    with pytest.raises(UserError, match=expected) as info:
+        build_variants(normalize(spec), known_flags={"max_grad_norm"})
+    assert "\n" not in str(info.value)
+    if "factor" in expected or "sweep" in expected:
+        assert "valid factors: lr, adamw_lr, momentum" in str(info.value)
+
+
+def test_spec_file_yaml(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("name: focused\npreset: muon_demo\nbase_flags: {model_size: mamba-tiny}\nmax_steps: 50\n"
+                    "grid:\n  lr: [1/64, 1/32]\n  momentum: 7/8, 15/16\nvariants:\n  - no_nesterov\n"
+                    "  - {name: NS-1, ns_steps: 3}\n")
+    spec = load_spec_file(path)
+    assert spec.base_argv()[:6] == ["--training_preset", "muon_demo", "--model_size", "mamba-tiny", "--max_steps", "50"]
+    assert len(build_variants(normalize(spec))) == 1 + 4 + 2
+    path.write_text("name: x\nlearning_rate: [1/64]\n")
+    with pytest.raises(UserError, match="unknown key 'learning_rate'.*valid factors"):
+        load_spec_file(path)
+
+
+def test_variant_argument_syntax():
+    assert parse_variant_arg("No ramp: momentum_ramp=0, max_grad_norm=0") == \
+        {"name": "No ramp", "momentum_ramp": "0", "max_grad_norm": "0"}
+    assert parse_variant_arg("no_nesterov") == "no_nesterov"
+    with pytest.raises(UserError, match="key=value"):
+        parse_variant_arg("x: momentum")
+
+
+def test_heatmap_axes_choice():
+    grid = {"ns_steps": ["4", "8", "16"], "lr": ["1/64", "1/32"], "momentum": ["7/8", "15/16"]}
+    assert choose_axes(grid) == (["lr", "momentum"], "ns_steps")
+    assert choose_axes({"backend": ["a", "b"], "ns_steps": ["1", "2", "3"]}) == (["ns_steps", "backend"], None)
+    assert choose_axes(grid, ["momentum", "ns_steps"]) == (["momentum", "ns_steps"], None)
+    assert choose_axes({}) == ([], None)
+
+
+# ---- workers and resumption (pure) ------------------------------------------------------------------------------
+def test_worker_assignment():
+    assert runner.visible_gpus({"CUDA_VISIBLE_DEVICES": "3,5"}) == ["3", "5"]
+    assert runner.visible_gpus({"CUDA_VISIBLE_DEVICES": "0,-1,2"}) == ["0"]
+    assert runner.visible_gpus({}, device_count=0) == []
+    assert runner.worker_devices([]) == [None]
+    assert runner.worker_devices(["3", "5"]) == ["3", "5"]
+    assert runner.worker_devices(["0", "1", "2", "3"], gpus_per_variant=2) == ["0,1", "2,3"]
+    assert runner.worker_devices(["0", "1", "2", "3"], max_workers=3) == ["0", "1", "2"]
+    with pytest.raises(UserError, match="only 2 GPU"):
+        runner.worker_devices(["0", "1"], gpus_per_variant=3)
+    assert runner.assign([7, 8, 9], [2, 0]) == [(0, 7), (2, 8)]
+    assert runner.assign([7], [0, 1]) == [(0, 7)] and runner.assign([], [0]) == []
+
+
+class _FakeProcess:
+    """Finishes after ``polls`` calls to poll(); records how many were alive at once."""
+
+    alive = 0
+    most = 0
+
+    def __init__(self, polls):
+        self.left = polls
+        _FakeProcess.alive += 1
+        _FakeProcess.most = max(_FakeProcess.most, _FakeProcess.alive)
+
+    def poll(self):
+        self.left -= 1
+        if self.left > 0:
+            return None
+        if self.left == 0:
+            _FakeProcess.alive -= 1
+        return 0
+
+    def send_signal(self, sig):
+        pass
+
+
+def test_jobs_spread_over_gpu_workers(tmp_path, monkeypatch):
+    started = []
+
+    def fake_start(cmd, env, log_path):
+        started.append((Path(cmd[cmd.index("--output_dir") + 1]).name, env.get("CUDA_VISIBLE_DEVICES")))
+        return _FakeProcess(polls=2)
+
+    monkeypatch.setattr(runner, "start_process", fake_start)
+    jobs = [runner.Job({"name": f"v{i}", "slug": f"v{i}"}, tmp_path / f"v{i}", ["--seed", str(i)], "fresh")
+            for i in range(5)]
+    assert runner.run_jobs(jobs, ["0,1", "2,3"], poll_s=0)
+    assert started[:2] == [("v0", "0,1"), ("v1", "2,3")] and len(started) == 5
+    assert _FakeProcess.most == 2
+    assert all(json.loads((tmp_path / f"v{i}" / "variant.json").read_text())["launches"] == 1 for i in range(5))
+
+
+def _write_run(folder: Path, records: list[dict], variant_status=None, checkpoint=False):
+    folder.mkdir(parents=True)
+    (folder / "run_config.json").write_text("{}")
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if variant_status:
+        (folder / "variant.json").write_text(json.dumps({"status": variant_status}))
+    if checkpoint:
+        (folder / "checkpoint-2").mkdir()
+        (folder / "checkpoint-2" / "trainer_state.json").write_text("{}")
+
+
+def test_variant_status_and_next_action(tmp_path):
+    _write_run(tmp_path / "done", [{"step": 2, "eval_loss": 5.0}, {"step": 2, "event": "end", "reason": "completed"}])
+    _write_run(tmp_path / "nan", [{"step": 2, "eval_loss": float("nan")},
+                                  {"step": 2, "event": "end", "reason": "completed"}])
+    _write_run(tmp_path / "stopped", [{"step": 2, "event": "end", "reason": "stopped"}], checkpoint=True)
+    _write_run(tmp_path / "cut", [{"step": 1, "loss": 5.0}], variant_status="running")
+    _write_run(tmp_path / "crashed", [{"step": 1, "loss": 5.0}], variant_status="diverged")
+    status = {p.name: runner.variant_status(p) for p in tmp_path.iterdir()}
+    assert status == {"done": "completed", "nan": "diverged", "stopped": "stopped", "cut": "incomplete",
+                      "crashed": "diverged"}
+    assert runner.variant_status(tmp_path / "absent") == "new"
+    act = runner.next_action
+    assert act("stopped", has_checkpoint=True, wall_clock_budget=False) == "resume"
+    assert act("incomplete", has_checkpoint=False, wall_clock_budget=False) == "fresh"
+    assert act("diverged", has_checkpoint=False, wall_clock_budget=False) == "skip"
+    assert act("diverged", has_checkpoint=False, wall_clock_budget=False, retry_failed=True) == "fresh"
+    assert runner.classify(-9, [], "step 3\n")[1].startswith("crashed (signal SIGKILL)")
+    assert runner.classify(2, [], "x\nerror: --data_dir nope: no such folder\n") == \
+        ("failed", "error: --data_dir nope: no such folder")
+
+
+# ---- command line: bad input ------------------------------------------------------------------------------------
+@pytest.fixture
+def no_subprocess(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("a bad sweep must not start any run")
+
+    monkeypatch.setattr(runner, "start_process", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--lrr", "1/64,1/32"], "unknown option --lrr"),
+        (["--lr", ""], "empty grid for factor lr"),
+        (["--lr", "1/64,1/32", "--variant", "x: warp=9"], "unknown factor 'warp'"),
+        (["--training_preset", "muon_smoke", "--lr", "1/64,1/32", "--model_size", "hybrid-huge"], "hybrid-tiny"),
+        (["--lr", "1/64,1/32", "--output_dir", "x"], "--output_dir"),
+        (["--backend", "newtonschulz5,(3.4,-4.8,2.0)"], "not NS coefficients"),
+        (["--resume_sweep", "nowhere"], "sweep.json"),
+        (["--report", "nowhere"], "runs/"),
+    ],
+    ids=["option", "empty", "variant", "size", "output_dir", "coefficients", "resume", "report"],
+)
+def test_bad_input_exits_2_with_one_line(argv, expected, tmp_path, monkeypatch, capsys, no_subprocess):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and expected in err
+
+
+# ---- a real sweep -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablate")
+    launched: list[list[str]] = []
+    real = runner.start_process
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("OMP_NUM_THREADS", "1")  # on a shared 2-core box, 2 threads per run are several times slower
+        mp.setattr(runner, "start_process", lambda cmd, env, log: launched.append(cmd) or real(cmd, env, log))
+        code = main([*SWEEP, "--output", "sweep"])
+    return {"dir": root / "sweep", "code": code, "launched": launched, "root": root}
+
+
+def _table(readme: str) -> list[list[str]]:
+    lines = readme.split("## Detailed Results")[1].split("## Key Insights")[0].strip().splitlines()
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:] if line.startswith("|")]
+
+
+def test_sweep_writes_report_and_plots(sweep):
+    d = sweep["dir"]
+    assert sweep["code"] == 0 and len(sweep["launched"]) == 4
+    for name in ("README.md", "results.json", "results.csv", "sweep.json"):
+        assert (d / name).is_file(), name
+    import matplotlib.image
+
+    for name in ("performance_comparison.png", "training_curves.png", "performance_heatmap.png"):
+        path = d / "plots" / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(path)
+        assert image.shape[0] > 200 and image.shape[1] > 300, name
+    readme = (d / "README.md").read_text()
+    for needle in ("## Experiment Configuration", "hybrid-tiny", "## Best Performing Variant", "## Key Insights",
+                   "**AdamW-side LR:**", "Improvement vs Base", "plots/performance_heatmap.png"):
+        assert needle in readme, needle
+    for run in (d / "runs").iterdir():  # each variant is a normal, self-describing run folder
+        assert (run / "run_config.json").is_file() and (run / "metrics.jsonl").is_file()
+
+
+def test_table_is_ranked_by_val_loss(sweep):
+    rows = _table((sweep["dir"] / "README.md").read_text())
+    assert len(rows) == 4
+    ranked = [r for r in rows if r[0] != "—"]
+    assert [r[0] for r in ranked] == ["1", "2", "3"]
+    losses = [float(r[2]) for r in ranked]
+    assert losses == sorted(losses)
+    data = json.loads((sweep["dir"] / "results.json").read_text())
+    assert data["best_variant"] == data["variants"][0]["variant"] == ranked[0][1].replace(" (base)", "")
+    base = next(v for v in data["variants"] if v["is_base"])
+    assert base["improvement_vs_base_pct"] == 0.0 and base["slug"] == "base"
+    csv_lines = (sweep["dir"] / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("rank,variant,slug") and len(csv_lines) == 5
+
+
+def test_divergent_variant_is_recorded_and_the_sweep_goes_on(sweep):
+    data = json.loads((sweep["dir"] / "results.json").read_text())
+    status = {v["slug"]: v["status"] for v in data["variants"]}
+    assert status == {"base": "completed", "adamw_lr_1-2000": "completed", "adamw_lr_1e4": "diverged",
+                      "adamw_lr_1-500": "completed"}
+    order = [Path(cmd[cmd.index("--output_dir") + 1]).name for cmd in sweep["launched"]]
+    assert order.index("adamw_lr_1e4") < order.index("adamw_lr_1-500")  # the run after the divergent one still ran
+    boom = next(v for v in data["variants"] if v["slug"] == "adamw_lr_1e4")
+    assert boom["rank"] is None and boom["steps"] <= 2 and boom["detail"]
+    assert boom["train_loss"] is not None  # its last good metrics are kept
+    assert data["variants"][-1]["slug"] == "adamw_lr_1e4"
+    assert "diverged" in _table((sweep["dir"] / "README.md").read_text())[-1][1]
+
+
+def test_rerun_skips_finished_variants(sweep, monkeypatch, capsys):
+    def refuse(cmd, env, log):
+        raise AssertionError(f"finished variant started again: {cmd}")
+
+    monkeypatch.chdir(sweep["root"])
+    monkeypatch.setattr(runner, "start_process", refuse)
+    assert main([*SWEEP, "--output", "sweep"]) == 0
+    assert main(["--resume_sweep", "sweep"]) == 0
+    assert "(0 to run, 4 finished)" in capsys.readouterr().out
+
+
+def test_report_rebuilds_identically(sweep, monkeypatch):
+    d = sweep["dir"]
+    before = {name: (d / name).read_bytes() for name in ("README.md", "results.json", "results.csv")}
+    for name in before:
+        (d / name).unlink()
+    shutil.rmtree(d / "plots")
+    monkeypatch.chdir(sweep["root"])
+    assert main(["--report", "sweep"]) == 0
+
+    def strip(text: bytes):
+        return [line for line in text.decode().splitlines() if not line.startswith(GENERATED_PREFIX)]
+
+    assert (d / "results.json").read_bytes() == before["results.json"]
+    assert (d / "results.csv").read_bytes() == before["results.csv"]
+    assert strip((d / "README.md").read_bytes()) == strip(before["README.md"])
+    assert all((d / "plots" / n).is_file() for n in ("performance_comparison.png", "training_curves.png",
+                                                      "performance_heatmap.png"))
+
+
+def test_time_budget_stops_variants_on_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    argv = [*BASE, "--max_steps", "500", "--time_budget", "1s", "--no_base", "--variant", "v: momentum=0.9"]
+    assert main([*argv, "--output", "budget"]) == 0
+    data = json.loads(Path("budget/results.json").read_text())
+    (row,) = data["variants"]
+    assert row["status"] == "time_budget" and 1 <= row["steps"] < 500 and row["val_loss"] is not None
+    assert "1s of wall-clock per variant" in Path("budget/README.md").read_text()
+
+
+def test_report_from_run_folders_alone(sweep, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep["dir"], copy, ignore=shutil.ignore_patterns("final", "checkpoint-*", "plots", "*.md",
+                                                                      "results.*", "sweep.json"))
+    assert main(["--report", str(copy)]) == 0
+    data = json.loads((copy / "results.json").read_text())
+    original = json.loads((sweep["dir"] / "results.json").read_text())
+    assert [v["slug"] for v in data["variants"]] == [v["slug"] for v in original["variants"]]
+    assert data["best_variant"] == original["best_variant"] and "**AdamW-side LR:**" in (copy / "README.md").read_text()
