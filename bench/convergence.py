@@ -1,7 +1,7 @@
 """Muon vs AdamW, measured: how many steps Muon needs to reach AdamW's final validation loss.
 
     python bench/convergence.py          # hybrid-tiny + mamba-tiny, 150 steps of 8x128, 3 lrs each, 3 seeds
-    python bench/convergence.py --quick  # 80 steps of 8x64 tokens, 2 seeds (what docs/benchmarks_convergence.md ran)
+    python bench/convergence.py --quick  # 80 steps of 8x64 tokens, 2 seeds (what docs/benchmarks.md ran)
     python bench/convergence.py --sizes hybrid-tiny --steps 300 --seeds 3 --plot docs/images/x.png
 
 Method, per model size (both optimizers on the same data order and initial weights for a given seed):

@@ -1,4 +1,4 @@
-"""Reproduce the math demonstration of docs/benchmarks_math.md: hybrid-tiny on bundled-math, Muon vs AdamW, on a CPU.
+"""Reproduce the math demonstration of docs/benchmarks.md: hybrid-tiny on bundled-math, Muon vs AdamW, on a CPU.
 
     python bench/math_demo.py                        # everything below, then the table (~40 min on 2 loaded cores)
     python bench/math_demo.py --steps 200 --limit 200 --root checkpoints/math_demo

@@ -2,7 +2,7 @@
 
 If G = U Σ Vᵀ is the (reduced) SVD, every backend returns U p(Σ) Vᵀ for a scalar map p that pushes each
 singular value towards 1; the backends differ in how far (accuracy) and at what cost. Measured bounds
-are in docs/benchmarks_optimizer.md and asserted by tests/test_orthogonalize.py.
+are in docs/benchmarks.md and asserted by tests/test_orthogonalize.py.
 
 Shared conventions (all backends):
 * Tall matrices (m > n) are transposed first, so the Gram matrix X Xᵀ is min(m, n)² — never the big side.

@@ -2,7 +2,7 @@
 
 Matrices are built with a known SVD G = U diag(s) Vᵀ, so the per-direction gain uᵢᵀ O vᵢ is exactly the
 scalar map p(xᵢ) the backend applies to the normalized singular value xᵢ = sᵢ / ‖G‖_F. The bounds below are
-the ones documented in docs/benchmarks_optimizer.md (fp32 compute, the CPU default).
+the ones documented in docs/benchmarks.md (fp32 compute, the CPU default).
 """
 
 import pytest
