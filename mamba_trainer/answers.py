@@ -184,12 +184,28 @@ def is_correct(pred, gold, rel_tol: float = 1e-6) -> bool:
         return False
 
 
+def tally(answers: Iterable[Optional[str]]) -> dict:
+    """Votes per answer, in order of first appearance. None answers (nothing extracted) are ignored;
+    numbers vote by their normalized form, other strings as written, stripped.
+
+    >>> tally(["12", None, "12.0", "7"])
+    {'12': 2, '7': 1}
+    """
+    counts: dict = {}
+    for answer in answers:
+        if answer is None:
+            continue
+        key = normalize_number(answer) or str(answer).strip()
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
 def majority_vote(answers: Iterable[Optional[str]]) -> Tuple[Optional[str], int]:
     """The most frequent answer and its count (self-consistency); ``(None, 0)`` if every answer is None.
 
-    None answers (nothing extracted) are ignored. Numbers vote by their normalized form (``12`` and
-    ``12.0`` are one vote each for ``"12"``); other strings vote as written, stripped. Ties go to the
-    answer that appeared first.
+    Votes are counted by `tally` (``12`` and ``12.0`` are one answer). Ties go to the answer that
+    appeared first.
 
     >>> majority_vote(["12", None, "12.0", "7", "7"])
     ('12', 2)
@@ -198,13 +214,7 @@ def majority_vote(answers: Iterable[Optional[str]]) -> Tuple[Optional[str], int]
     >>> majority_vote([None, None])
     (None, 0)
     """
-    counts: dict = {}  # insertion-ordered, so max() below returns the earliest of equal counts
-    for answer in answers:
-        if answer is None:
-            continue
-        key = normalize_number(answer) or str(answer).strip()
-        if key:
-            counts[key] = counts.get(key, 0) + 1
+    counts = tally(answers)  # insertion-ordered, so max() returns the earliest of equal counts
     if not counts:
         return None, 0
     best = max(counts, key=counts.get)

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .answers import extract_answer, is_correct, majority_vote, normalize_number, pass_at_1
+from .answers import extract_answer, is_correct, majority_vote, normalize_number, pass_at_1, tally
 from .errors import USER_ERRORS, UserError
 from .rundir import FINAL_DIR, RUN_CONFIG, complete_checkpoints
 
@@ -132,22 +132,6 @@ def gold_answer(answer_text) -> str | None:
     ('72', '1250', None)
     """
     return extract_answer(str(answer_text), "strict") or normalize_number(answer_text)
-
-
-def tally(answers: Sequence[str | None]) -> dict[str, int]:
-    """Votes per answer, keyed as ``answers.majority_vote`` keys them, in order of first appearance.
-
-    >>> tally(["12", None, "12.0", "7"])
-    {'12': 2, '7': 1}
-    """
-    counts: dict[str, int] = {}
-    for answer in answers:
-        if answer is None:
-            continue
-        key = normalize_number(answer) or str(answer).strip()
-        if key:
-            counts[key] = counts.get(key, 0) + 1
-    return counts
 
 
 def score_question(gold: str | None, strict: Sequence[str | None], flexible: Sequence[str | None]) -> dict:

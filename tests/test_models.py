@@ -18,13 +18,7 @@ VOCAB = 1024  # the bundled tokenizer
 IDS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These shapes are too small to gain from threads, and on a shared CPU extra threads only wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def meta_model(name):

@@ -12,14 +12,7 @@ from torch import nn
 
 from optimizers import Muon, MuonConfigError, create_muon_optimizer, momentum_at_step
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and on a shared, oversubscribed CPU each multi-threaded op can
-    wait ~20 ms for its second thread. Restored afterwards for other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SHAPES = [(32, 48), (32, 48), (64, 16), (16, 64), (24, 24)]  # a bucket of two, tall, wide, square

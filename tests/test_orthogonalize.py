@@ -11,14 +11,7 @@ import torch
 from optimizers import BACKENDS, MuonConfigError, get_backend, orthogonalize
 from optimizers.orthogonalize import NS5_COEFFS, NS10_SCHEDULE
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny matrices: one thread is faster, and on a shared, oversubscribed CPU each multi-threaded op can
-    wait ~20 ms for its second thread. Restored afterwards for other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # backend: (x threshold, gain lo, gain hi on directions with x >= threshold,
