@@ -1,5 +1,7 @@
 """Exceptions that reach the user as one line (``error: <message>``) instead of a traceback."""
 
+import sys
+
 from configs.model_configs import ConfigError
 from optimizers.errors import MuonConfigError
 
@@ -10,3 +12,12 @@ class UserError(Exception):
 
 #: What the command-line entry points turn into ``error: <message>`` and exit status 2.
 USER_ERRORS = (UserError, ConfigError, MuonConfigError)
+
+
+def run_cli(run, argv, **kwargs) -> int:
+    """Call a CLI's ``run(argv, **kwargs)``; a user error becomes ``error: <message>`` on stderr and status 2."""
+    try:
+        return run(argv, **kwargs)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .answers import extract_answer, is_correct, majority_vote, normalize_number, pass_at_1, tally
-from .errors import USER_ERRORS, UserError
+from .errors import UserError, run_cli
 from .rundir import FINAL_DIR, RUN_CONFIG, complete_checkpoints
 
 __all__ = ["EvalArguments", "ModelSpec", "combine_members", "dataset_label", "evaluate_models", "format_table",
@@ -370,12 +370,7 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(argv)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(run, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import USER_ERRORS, UserError
+from .errors import UserError, run_cli
 
 DEFAULT_MODEL_SIZE = "hybrid-tiny"
 CHECKPOINT_ROOT = Path("checkpoints")
@@ -29,11 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     resolve_only = "--resolve_only" in argv
     if resolve_only:
         argv.remove("--resolve_only")
-    try:
-        return run(argv, resolve_only=resolve_only)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_cli(run, argv, resolve_only=resolve_only)
 
 
 def launch_rank() -> tuple[int, int]:
