@@ -1,24 +1,28 @@
-"""Benchmark one optimizer.step() on the parameter set of a named model size, against its FLOP limit.
+"""One Muon step(), ours in each mode vs torch.optim.Muon, on the same matrices and gradients, side by side.
 
-    python bench/optimizer_step.py                                   # hybrid-small-standard, all backends
-    python bench/optimizer_step.py --backends newtonschulz5 --repeats 5
-    python bench/optimizer_step.py --shapes "640x1280*26,2708x640*25"   # Muon matrices by hand
+    python bench/optimizer_step.py                                 # hybrid-small's Muon matrices, ~2 min
+    python bench/optimizer_step.py --model_size hybrid-tiny --repeats 20
+    python bench/optimizer_step.py --profile                       # + where ours' default step spends its time
+    python bench/optimizer_step.py --shapes "640x1280*26,2708x640*25"
 
-Side by side, on the same tensors: torch.optim.AdamW on everything; torch.optim.Muon on the Muon matrices
-+ torch.optim.AdamW on the rest; our Muon per backend. For each, the median step time and the ratio to the
-LIMIT = (Newton-Schulz FLOPs of the step) / (this machine's fp32 matmul rate, measured on a 2048² matmul
-right before each timed optimizer). Also each backend's orthogonalization error against the exact SVD
-polar factor U Vᵀ on one matrix per distinct shape (a synthetic gradient with power-law spectrum σ_i ∝ 1/i).
+Rows: torch.optim.Muon (plain NS5, always bf16) and ours at defaults (`compute_dtype` auto, `ns_method` auto),
+plus each explicit mode (plain/gram x fp32/bf16). The modes run interleaved, round by round (A B C ... A B C),
+so drifting machine load hits all alike; reported are the median step time, the median of per-round ratios
+to torch, the FLOP limit (the FLOPs the mode really runs / this machine's GEMM rate in the mode's dtype,
+probed at 1024² before the rounds) and the orthogonalization error: the relative Frobenius distance of the
+mode's orthogonalized update to the exact polar factor U Vᵀ (SVD, fp64) of gradient-like matrices (power-law
+spectrum σ_i ∝ 1/i), one per distinct shape, FLOP-weighted. NS5 does not converge to U Vᵀ (its singular values
+end in ~[0.7, 1.1]), so ~0.2 is the method's own error; what matters is ours vs torch's in the same row set.
 
-torch.optim.Muon always runs Newton-Schulz in bf16, which this CPU (no AVX512-BF16) computes far slower
-than fp32; by default one step on one matrix of the most common shape is timed and scaled by FLOPs
-("--torch_muon sample"); "full" times the real thing. Not a test: timings on a shared machine are noisy.
+Only the Muon groups are timed (the AdamW side is the same fused kernel for every row). On a CPU without
+native bf16 (AVX2 only) torch.optim.Muon's bf16 GEMMs run at ~0.4 GFLOP/s; there one step on one matrix of
+the most common shape is timed and scaled by FLOPs ("--torch_muon sample", the default on such CPUs).
+Not a test: run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
@@ -28,17 +32,29 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from optimizers import Muon, orthogonalize  # noqa: E402
-from optimizers.orthogonalize import DEFAULT_STEPS  # noqa: E402
+from optimizers import Muon  # noqa: E402
+from optimizers.newton_schulz import ns_flops  # noqa: E402
+from optimizers.orthogonalize import orthogonalize  # noqa: E402
+from optimizers.precision import NATIVE_BF16_FLAGS, auto_dtype, cpu_flags  # noqa: E402
 
-# Fallback when configs/ or mamba_trainer/ cannot build the model: hybrid-small-standard (Zamba2, 640 wide,
-# 25 layers, shared block every 6th, vocab 50,304), as split by optimizers.split_parameters.
-FALLBACK_MUON = "640x1280*26,2708x640*25,640x640*4,128x640*4,5120x128*4,1280x1280*3,5120x640*1,640x2560*1"
-FALLBACK_ADAMW = "50304x640*1,1408x1x4*25,20*75,640*27,1280*26,1408*25"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
+
+# hybrid-small's Muon matrices (Zamba2, 512 wide), as split by optimizers.split_parameters: the fallback
+# when configs/ cannot build the model
+FALLBACK = "512x1024*25,2192x512*24,512x512*4,128x512*4,4096x128*4,1024x1024*3,4096x512*1,512x2048*1"
+MODES = {  # label: Muon kwargs (None = torch.optim.Muon)
+    "torch.optim.Muon (bf16 plain)": None,
+    "ours default": {},
+    "ours plain bf16 (= torch's math)": {"compute_dtype": "bfloat16", "ns_method": "plain"},
+    "ours gram bf16": {"compute_dtype": "bfloat16", "ns_method": "auto"},
+    "ours plain fp32": {"compute_dtype": "float32", "ns_method": "plain"},
+    "ours gram fp32": {"compute_dtype": "float32", "ns_method": "auto"},
+}
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:
-    """'640x1280*26,20*75' -> 26 x (640, 1280) and 75 x (20,)."""
+    """'640x1280*26,128x640' -> 26 x (640, 1280) and 1 x (128, 640)."""
     shapes = []
     for item in filter(None, (s.strip() for s in text.split(","))):
         dims, _, count = item.partition("*")
@@ -46,8 +62,8 @@ def parse_shapes(text: str) -> list[tuple[int, ...]]:
     return shapes
 
 
-def model_shapes(size: str) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]] | None:
-    """(Muon shapes, AdamW shapes) of a named size, built on the meta device; None if unavailable."""
+def model_shapes(size: str) -> list[tuple[int, ...]]:
+    """The Muon matrices of a named size, built on the meta device (the fallback list if that fails)."""
     try:
         from configs.model_configs import get_model_config
         from mamba_trainer.models import build_model
@@ -56,159 +72,169 @@ def model_shapes(size: str) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]
         vocab = 50304 if get_model_config(size).get("tokenizer") != "bundled" else 1024
         with torch.device("meta"):
             model = build_model(size, vocab_size=vocab)
+        split = split_parameters(model)
+        return [tuple(p.shape) for g in split.groups if g.use_muon for p in g.params]
     except Exception as exc:  # noqa: BLE001 - any failure means "use the fallback list"
-        print(f"# could not build {size!r} ({type(exc).__name__}: {exc}); using the fallback shapes")
-        return None
-    split = split_parameters(model)
-    muon = [tuple(p.shape) for _, p in split.muon + split.muon_no_decay]
-    adamw = [tuple(p.shape) for _, p in split.adamw_decay + split.adamw_no_decay]
-    return muon, adamw
+        print(f"# could not build {size!r} ({type(exc).__name__}: {exc}); using hybrid-small's shapes")
+        return parse_shapes(FALLBACK)
 
 
-def ns_flops(shapes, steps: int) -> float:
-    """Newton-Schulz FLOPs: per matrix and step 4m²n (XXᵀ and BX) + 2m³ (A²), m = min side."""
-    total = 0.0
-    for s in shapes:
-        m, n = sorted(s[-2:])
-        batch = s[0] if len(s) == 3 else 1
-        total += batch * steps * (4 * m * m * n + 2 * m**3)
-    return total
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
-def matmul_rate(n: int = 2048, reps: int = 5, dtype=torch.float32) -> float:
-    """GEMM FLOP/s of this machine now (median of ``reps``)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def gemm_rate(dtype: torch.dtype, device: torch.device, n: int = 1024, reps: int = 5) -> float:
+    """GEMM FLOP/s in ``dtype`` now (median of ``reps``; 4096² on CUDA, where 1024² is launch-bound)."""
+    n = 4096 if device.type == "cuda" else n
+    a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
     a @ b
     times = []
     for _ in range(reps):
+        sync(device)
         t0 = time.perf_counter()
         a @ b
+        sync(device)
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times)
 
 
-def time_steps(optimizers, params, repeats: int, flops: float = 0.0) -> tuple[float, float | None, float | None]:
-    """Median seconds of one step() of all ``optimizers`` (after one untimed warm-up step), the median
-    ratio step / FLOP limit, and the median probed rate. The machine is shared, so every timed step is
-    bracketed by two matmul probes and compared with their mean: load drifts over a run."""
-    for p in params:
-        p.grad = torch.randn_like(p)
-    for opt in optimizers:
-        opt.step()
-    times, ratios, rates = [], [], []
-    for _ in range(repeats):
-        before = matmul_rate() if flops else 0.0
-        t0 = time.perf_counter()
-        for opt in optimizers:
+def mode_dtype_method(kwargs, device: torch.device = torch.device("cpu")) -> tuple[torch.dtype, str]:
+    if kwargs is None:
+        return torch.bfloat16, "plain"
+    dtype = getattr(torch, kwargs["compute_dtype"]) if "compute_dtype" in kwargs else auto_dtype(device)[0]
+    return dtype, kwargs.get("ns_method", "auto")
+
+
+def gradient_like(shape, seed: int) -> torch.Tensor:
+    """A matrix with a power-law spectrum σ_i ∝ 1/i (random singular vectors), as gradients roughly have."""
+    gen = torch.Generator().manual_seed(seed)
+    m, n = shape[-2:]
+    k = min(m, n)
+    U, _ = torch.linalg.qr(torch.randn(m, k, generator=gen, dtype=torch.float64))
+    V, _ = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))
+    return ((U / torch.arange(1, k + 1, dtype=torch.float64)) @ V.T).float()
+
+
+def orth_error(shapes, kwargs, device: torch.device) -> float:
+    """FLOP-weighted relative Frobenius distance to U Vᵀ over the distinct shapes."""
+    from torch.optim._muon import _zeropower_via_newtonschulz
+
+    total = weight = 0.0
+    for i, shape in enumerate(sorted(set(s[-2:] for s in shapes))):
+        G = gradient_like(shape, i).to(device)
+        U, _, Vh = torch.linalg.svd(G.double(), full_matrices=False)
+        polar = U @ Vh
+        if kwargs is None:
+            O = _zeropower_via_newtonschulz(G, (3.4445, -4.7750, 2.0315), 5, 1e-7)
+        else:
+            dtype, method = mode_dtype_method(kwargs, device)
+            O = orthogonalize(G, "newtonschulz5", compute_dtype=dtype, method=method)
+        w = shapes.count(tuple(shape)) * ns_flops(shape, 5)
+        total += w * ((O.double() - polar).norm() / polar.norm()).item()
+        weight += w
+    return total / weight
+
+
+def make_optimizer(kwargs, params):
+    if kwargs is None:
+        return torch.optim.Muon(params, lr=0.02, weight_decay=0.01)
+    return Muon([{"params": params, "name": "muon"}], lr=0.02, weight_decay=0.01, **kwargs)
+
+
+def profile_default(params, steps: int = 3) -> None:
+    """Self-CPU time per operator over ``steps`` default steps: which passes are not GEMMs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    opt = make_optimizer({}, params)
+    opt.step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
             opt.step()
-        times.append(time.perf_counter() - t0)
-        if flops:
-            rates.append((before + matmul_rate()) / 2)
-            ratios.append(times[-1] / (flops / rates[-1]))
-    if not flops:
-        return statistics.median(times), None, None
-    print(f"    per-step ratios: {', '.join(f'{r:.2f}' for r in ratios)}", flush=True)
-    return statistics.median(times), statistics.median(ratios), statistics.median(rates)
-
-
-def polar_error(shapes, backend) -> tuple[float, float, float]:
-    """Max relative Frobenius distance to U Vᵀ and the output singular value range, over distinct shapes."""
-    gen = torch.Generator().manual_seed(0)
-    err, lo, hi = 0.0, float("inf"), 0.0
-    for shape in sorted(set(s[-2:] for s in shapes)):
-        k = min(shape)
-        U, _ = torch.linalg.qr(torch.randn(shape[0], k, generator=gen, dtype=torch.float64))
-        V, _ = torch.linalg.qr(torch.randn(shape[1], k, generator=gen, dtype=torch.float64))
-        G = ((U / torch.arange(1, k + 1, dtype=torch.float64)) @ V.T).float()
-        polar = U @ V.T
-        O = orthogonalize(G, backend, compute_dtype=torch.float32).double()
-        err = max(err, ((O - polar).norm() / polar.norm()).item())
-        s = torch.linalg.svdvals(O)
-        lo, hi = min(lo, s.min().item()), max(hi, s.max().item())
-    return err, lo, hi
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model_size", default="hybrid-small-standard")
-    ap.add_argument("--shapes", default=None,
-                    help="Muon matrix shapes, e.g. '640x1280*26,2708x640*25' (overrides the model)")
-    ap.add_argument("--backends", default="newtonschulz5,newtonschulz10,polar_express,cayley,conservative,aggressive")
-    ap.add_argument("--repeats", type=int, default=3, help="timed steps per optimizer (median reported)")
-    ap.add_argument("--torch_muon", choices=("sample", "full", "skip"), default="sample")
+    ap.add_argument("--model_size", default="hybrid-small")
+    ap.add_argument("--shapes", default=None, help="Muon matrix shapes, e.g. '640x1280*26,2708x640*25'")
+    ap.add_argument("--repeats", type=int, default=3, help="timed rounds (median reported)")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated row labels to run")
+    ap.add_argument("--torch_muon", choices=("auto", "full", "sample"), default="auto",
+                    help="auto: full where this CPU has native bf16, else one matrix scaled by FLOPs")
+    ap.add_argument("--profile", action="store_true", help="also profile ours' default step")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
 
-    found = None if args.shapes else model_shapes(args.model_size)
-    muon_shapes, adamw_shapes = found or (parse_shapes(args.shapes or FALLBACK_MUON), parse_shapes(FALLBACK_ADAMW))
+    shapes = parse_shapes(args.shapes) if args.shapes else model_shapes(args.model_size)
+    device = torch.device(args.device)
+    flags = cpu_flags()
+    native_bf16 = any(f in flags for f in NATIVE_BF16_FLAGS)
+    print(f"# {args.shapes and 'shapes' or args.model_size}: {len(shapes)} Muon matrices "
+          f"({sum(torch.Size(s).numel() for s in shapes) / 1e6:.1f}M params)")
+    print(f"# {describe_machine()}")
+    if device.type == "cuda":
+        print(f"# GPU: {torch.cuda.get_device_name(device)}")
+    rates = {dt: gemm_rate(dt, device) for dt in (torch.float32, torch.bfloat16)}
+    print(f"# GEMM rate at 1024²: fp32 {rates[torch.float32] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {rates[torch.bfloat16] / 1e9:.1f} GFLOP/s; auto dtype here: {auto_dtype(device)[1]}")
+
+    labels = [m.strip() for m in args.modes.split(",")]
+    unknown = [m for m in labels if m not in MODES]
+    if unknown:
+        sys.exit(f"unknown mode {unknown[0]!r}; valid: {', '.join(MODES)}")
+    sample_torch = args.torch_muon == "sample" or (args.torch_muon == "auto" and not native_bf16
+                                                   and device.type == "cpu")
     torch.manual_seed(0)
-    muon_params = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in muon_shapes]
-    adamw_params = [torch.nn.Parameter(torch.randn(s) * 0.02) for s in adamw_shapes]
-    everything = muon_params + adamw_params
-    n_muon, n_all = sum(p.numel() for p in muon_params), sum(p.numel() for p in everything)
-    print(f"# {args.model_size if found else 'shapes'}: {len(muon_params)} Muon matrices ({n_muon / 1e6:.1f}M), "
-          f"{len(adamw_params)} AdamW tensors ({(n_all - n_muon) / 1e6:.1f}M); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
+    base = [torch.randn(s, device=device) * 0.02 for s in shapes]
+    grads = [torch.randn(s, device=device) for s in shapes]
+    sample_shape = max(set(shapes), key=shapes.count)
+    all_flops = sum(ns_flops(s, 5, torch.bfloat16, "plain") for s in shapes)
 
-    rows, rates = [], []
+    def make_params(idx):
+        params = [torch.nn.Parameter(base[i].clone()) for i in idx]
+        for p, i in zip(params, idx):
+            p.grad = grads[i].clone()
+        return params
 
-    def run(label, make, flops, backend=None):
-        opts = make()
-        seconds, ratio, rate = time_steps(opts, everything, args.repeats, flops)
-        del opts
-        gc.collect()
-        if rate:
-            rates.append(rate)
-        err = polar_error(muon_shapes, backend) if backend else None
-        rows.append((label, seconds, flops, flops / rate if flops else None, ratio, err))
-        print(f"  {label:<34} {seconds:8.3f} s" + (f"   {ratio:5.2f}x limit" if ratio else ""), flush=True)
+    runs = {}
+    for label in labels:
+        sampled = MODES[label] is None and sample_torch
+        idx = [shapes.index(sample_shape)] if sampled else list(range(len(shapes)))
+        opt = make_optimizer(MODES[label], make_params(idx))
+        opt.step()  # warm-up: state allocation, first-touch pages
+        runs[label] = (opt, all_flops / ns_flops(sample_shape, 5, torch.bfloat16, "plain") if sampled else 1.0)
+    times = {label: [] for label in labels}
+    for _ in range(args.repeats):
+        for label in labels:
+            opt, scale = runs[label]  # scale: one sampled matrix -> the whole set, by FLOPs
+            sync(device)
+            t0 = time.perf_counter()
+            opt.step()
+            sync(device)
+            times[label].append((time.perf_counter() - t0) * scale)
 
-    adamw_kw = dict(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.01)
-    run("torch.optim.AdamW (all params)", lambda: [torch.optim.AdamW(everything, **adamw_kw)], 0.0)
-
-    ns5_flops = ns_flops(muon_shapes, 5)
-    if args.torch_muon == "full":
-        run("torch.optim.Muon (bf16) + AdamW", lambda: [torch.optim.Muon(muon_params, lr=0.02),
-                                                       torch.optim.AdamW(adamw_params, **adamw_kw)], ns5_flops)
-    elif args.torch_muon == "sample":
-        # one step of torch.optim.Muon on one matrix of the most common shape, scaled by FLOPs
-        shape = max(set(muon_shapes), key=muon_shapes.count)
-        p = [torch.nn.Parameter(torch.randn(shape) * 0.02)]
-        p[0].grad = torch.randn(shape)
-        before = matmul_rate()
-        t0 = time.perf_counter()
-        torch.optim.Muon(p, lr=0.02).step()
-        muon_s = (time.perf_counter() - t0) * ns5_flops / ns_flops([shape], 5)
-        rate = (before + matmul_rate()) / 2
-        rates.append(rate)
-        adamw_s, _, _ = time_steps([torch.optim.AdamW(adamw_params, **adamw_kw)], adamw_params, args.repeats)
-        total = muon_s + adamw_s
-        limit = ns5_flops / rate
-        rows.append(("torch.optim.Muon (bf16) + AdamW *", total, ns5_flops, limit, total / limit, None))
-        print(f"  torch.optim.Muon (bf16) + AdamW *  {total:8.3f} s   {total / limit:5.2f}x limit"
-              f"   (* {'x'.join(map(str, shape))} timed, scaled by FLOPs)", flush=True)
-
-    for backend in args.backends.split(","):
-        flops = ns_flops(muon_shapes, DEFAULT_STEPS[backend]) if backend != "cayley" else ns5_flops
-        groups = [{"params": muon_params, "use_muon": True, "name": "muon", "backend": backend, "weight_decay": 0.01},
-                  {"params": adamw_params, "use_muon": False, "name": "adamw", "lr": 3e-4, "weight_decay": 0.01}]
-        run(f"ours {backend}", lambda: [Muon(groups, lr=0.02)], flops, backend)
-
-    rate = statistics.median(rates)
-    bf16 = matmul_rate(1024, 1, torch.bfloat16) if args.torch_muon != "skip" else float("nan")
-    print(f"\nfp32 matmul rate (2048², median over the rows): {rate / 1e9:.1f} GFLOP/s "
-          f"(min {min(rates) / 1e9:.1f}, max {max(rates) / 1e9:.1f}); bf16 (1024²): {bf16 / 1e9:.2f} GFLOP/s")
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} (2 cores = 2.0 when only this runs)")
-    print("| optimizer | step (s) | NS GFLOP | FLOP limit (s) | step / limit | orth. error vs UVᵀ | σ(output) |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for label, seconds, flops, limit, ratio, err in rows:
-        lim = f"{limit:.2f}" if limit else "–"
-        r = f"{ratio:.2f}" if ratio else "–"
-        e = f"{err[0]:.3f}" if err else "–"
-        s = f"[{err[1]:.2f}, {err[2]:.2f}]" if err else "–"
-        print(f"| {label} | {seconds:.2f} | {flops / 1e9:.0f} | {lim} | {r} | {e} | {s} |")
-    print("\nFLOP limit: the row's NS FLOPs / the fp32 matmul rate probed around its timed steps; step / limit is the "
-          "median over steps of each step against its own probes. cayley's limit is NS5's (it is a different "
-          "algorithm). * = torch.optim.Muon estimated from one matrix, see above.")
+    torch_label = next((l for l in labels if MODES[l] is None), None)
+    print(f"\n# load average at the end: {os.getloadavg()[0]:.2f} (2.0 on 2 cores when only this runs)")
+    print("| mode | dtype | step (ms) | vs torch.optim.Muon | NS GFLOP | FLOP limit (ms) | step / limit | "
+          "orth. error vs UVᵀ |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for label in labels:
+        kwargs = MODES[label]
+        dtype, method = mode_dtype_method(kwargs, device)
+        flops = sum(ns_flops(s, 5, dtype, method) for s in shapes)
+        limit = flops / rates[dtype]
+        med = statistics.median(times[label])
+        vs = "1.00" if label == torch_label else (
+            f"{statistics.median(a / b for a, b in zip(times[label], times[torch_label])):.2f}" if torch_label else "–")
+        star = " *" if kwargs is None and sample_torch else ""
+        print(f"| {label}{star} | {str(dtype).replace('torch.', '')} | {med * 1e3:,.0f} | {vs} | {flops / 1e9:,.0f} | "
+              f"{limit * 1e3:,.0f} | {med / limit:.2f} | {orth_error(shapes, kwargs, device):.3f} |")
+    if sample_torch:
+        print(f"* timed on one {'x'.join(map(str, sample_shape))} matrix, scaled by FLOPs (no native bf16 here)")
+    if args.profile:
+        print("\n# profile of ours' default step (self CPU time per operator)")
+        profile_default(make_params(list(range(len(shapes)))))
 
 
 if __name__ == "__main__":

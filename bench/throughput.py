@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ def run_once(workdir: Path, optimizer: str, args, seed: int) -> list[float]:
            "--max_seq_length", str(args.seq_len), "--seed", str(seed), "--output_dir", str(out)]
     if args.tokenizer:
         cmd += ["--tokenizer", args.tokenizer]
+    cmd += args.extra.split()
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{optimizer} run failed:\n{result.stderr[-3000:]}")
@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq_len", type=int, default=256)
+    parser.add_argument("--extra", default="", help="more mamba-train flags for both runs, e.g. '--bf16 true'")
     args = parser.parse_args()
 
     rates = {"adamw": [], "muon": []}
@@ -63,8 +64,10 @@ def main() -> None:
                   f"{med_round['muon']:,.0f} tok/s, ratio {ratios[-1]:.3f}", flush=True)
 
     med = {k: statistics.median(v) for k, v in rates.items()}
-    print(f"\nmachine: {platform.processor() or platform.machine()}, "
-          f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores")
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+    from machine import describe_machine
+
+    print(f"\n{describe_machine()}")
     print(f"model {args.model_size}, batch {args.batch} x {args.seq_len} tokens, {args.steps} steps x "
           f"{args.rounds} rounds per optimizer, first {args.skip} steps of each run skipped")
     print("| optimizer | median tokens/s | steps measured |")

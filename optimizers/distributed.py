@@ -35,6 +35,7 @@ from torch import Tensor
 
 from optimizers.errors import MuonConfigError
 from optimizers.functional import muon_momentum_
+from optimizers.newton_schulz import plain_flops
 from optimizers.orthogonalize import orthogonalize, resolve_dtype
 
 DISTRIBUTED_MODES = ("auto", "off")
@@ -43,15 +44,12 @@ GRAD_MATCH_RTOL = 1e-6  # DDP's all-reduced gradients are bitwise equal on every
 
 
 def ns_cost(shape: Sequence[int]) -> int:
-    """FLOPs of one Newton-Schulz step on a matrix (or a stack of them) of ``shape``: 4m²n + 2m³ per matrix,
-    m <= n the short side (the iteration runs on the wide orientation).
+    """Load-balancing weight of a matrix (or stack) of ``shape``: one plain Newton–Schulz step's FLOPs.
 
-    >>> ns_cost((64, 256)), ns_cost((256, 64)), ns_cost((3, 64, 256))
-    (4718592, 4718592, 14155776)
+    >>> ns_cost((64, 256)) == ns_cost((256, 64)) == plain_flops((64, 256), 1)
+    True
     """
-    *batch, a, b = shape
-    m, n = min(a, b), max(a, b)
-    return math.prod(batch) * (4 * m * m * n + 2 * m**3)
+    return plain_flops(shape, 1)
 
 
 def assign_owners(costs: Sequence[float], world_size: int) -> list[int]:
@@ -196,7 +194,8 @@ class DDPMuon(_Context):
             if key in mine:
                 rows = mine[key]
                 U_mine = U if len(rows) == len(idx) else U[rows]
-                local[key] = orthogonalize(U_mine, group["backend"], group["ns_steps"], group["compute_dtype"])
+                local[key] = orthogonalize(U_mine, group["backend"], group["ns_steps"], group["compute_dtype"],
+                                           group["ns_method"])
 
         out: dict[tuple, list] = {key: [None] * len(idx) for key, idx in buckets.items()}
         wires = {key: _wire_dtype(group, grads[idx[0]]) for key, idx in buckets.items()}
@@ -301,7 +300,8 @@ class FSDP2Muon(_Context):
             rows = [(k, row, p) for k, row, p in mine if k == key]
             if rows:
                 batch = torch.stack([torch.cat(pieces[(key, row)], dim=p.placements[0].dim) for _, row, p in rows])
-                O = orthogonalize(batch, group["backend"], group["ns_steps"], group["compute_dtype"])
+                O = orthogonalize(batch, group["backend"], group["ns_steps"], group["compute_dtype"],
+                                  group["ns_method"])
                 for (_, row, p), o in zip(rows, O.unbind(0)):
                     full[(key, row)] = o
         # 3) the owner sends each rank its shard of the update

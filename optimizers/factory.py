@@ -40,4 +40,5 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
     optimizer = Muon(groups, lr=lr, adamw_8bit=adamw_8bit, nonfinite=nonfinite, distributed=distributed)
     if verbose:
         print(split.summary())
+        print(optimizer.compute_summary())
     return optimizer

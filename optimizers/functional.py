@@ -14,7 +14,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from optimizers.orthogonalize import orthogonalize
+from optimizers.newton_schulz import iterate_, wide_normalized_
+from optimizers.orthogonalize import get_backend, polynomial_plan
+from optimizers.precision import resolve_dtype
 
 ADJUST_LR = ("original", "match_rms_adamw", "none")
 FUSED_MIN_NUMEL = 32768  # torch's parallel grain size: smaller tensors never use more than one thread anyway
@@ -67,22 +69,43 @@ def normuon_(O: Tensor, second_moment: Tensor, beta2: float) -> Tensor:
 def muon_momentum_(grads: list[Tensor], bufs: list[Tensor], *, momentum: float, nesterov: bool) -> Tensor:
     """Momentum for same-shaped matrices: updates ``bufs`` in place (EMA: buf <- momentum·buf +
     (1-momentum)·grad, as torch.optim.Muon and KellerJordan/Muon) and returns the stacked (k, *shape)
-    matrices to orthogonalize (Nesterov: grad.lerp(buf, momentum); else the buffers)."""
+    matrices to orthogonalize (Nesterov: grad.lerp(buf, momentum); else the buffers), in the grads' dtype."""
     torch._foreach_lerp_(bufs, grads, 1 - momentum)
-    if nesterov:
-        # grad.lerp(buf, momentum) written straight into the stacked batch: one pass, no temporaries
-        U = torch.empty((len(grads), *grads[0].shape), dtype=grads[0].dtype, device=grads[0].device)
-        for g, b, u in zip(grads, bufs, U.unbind(0)):
-            torch.lerp(g, b, momentum, out=u)
-        return U
-    return torch.stack(bufs)
+    U = torch.empty((len(grads), *grads[0].shape), dtype=grads[0].dtype, device=grads[0].device)
+    for g, b, u in zip(grads, bufs, U.unbind(0)):
+        torch.lerp(g, b, momentum, out=u) if nesterov else u.copy_(b)
+    return U
 
 
 def muon_bucket_update(grads: list[Tensor], bufs: list[Tensor], *, momentum: float, nesterov: bool,
-                       backend, ns_steps: int | None, compute_dtype) -> Tensor:
-    """`muon_momentum_` then one batched `orthogonalize` call: the (k, *shape) update in the grads' dtype."""
-    U = muon_momentum_(grads, bufs, momentum=momentum, nesterov=nesterov)
-    return orthogonalize(U, backend, ns_steps, compute_dtype)
+                       backend, ns_steps: int | None, compute_dtype, method: str = "auto") -> Tensor:
+    """Momentum, then one batched orthogonalization of k same-shaped matrices: the (k, *shape) updates in
+    the compute dtype (tall matrices come back as transposed views of a wide result).
+
+    The Nesterov blend is written straight into a stacked batch in the compute dtype and the wide orientation
+    (one pass, no fp32 copy, no cast), normalized in place, iterated (plain or Gram, per shape), and never
+    cast back: the caller adds it to the parameters, which promotes, exactly as torch.optim.Muon does.
+    """
+    torch._foreach_lerp_(bufs, grads, 1 - momentum)
+    dtype = resolve_dtype(compute_dtype, grads[0].device)
+    shape = grads[0].shape
+    tall = shape[-2] > shape[-1]
+    wide = (*shape[:-2], shape[-1], shape[-2]) if tall else tuple(shape)
+    U = torch.empty((len(grads), *wide), dtype=dtype, device=grads[0].device)
+    for g, b, u in zip(grads, bufs, U.unbind(0)):
+        if tall:
+            g, b = g.mT, b.mT
+        torch.lerp(g, b, momentum, out=u) if nesterov else u.copy_(b)
+    plan = polynomial_plan(backend, ns_steps)
+    if plan is None:  # cayley: its own normalization and dtype handling
+        O = get_backend(backend)(U, ns_steps).to(dtype)
+    else:
+        schedule, scale = plan
+        # always one batched call, even for k = 1: bmm's per-matrix result does not depend on the batch
+        # size, so a rank orthogonalizing a subset of a bucket (optimizers.distributed) gets the same bits
+        X = U.reshape(-1, *wide[-2:])
+        O = iterate_(wide_normalized_(X, scale), schedule, method).reshape(U.shape)
+    return O.mT if tall else O
 
 
 def adamw_(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],

@@ -19,7 +19,9 @@ from torch import Tensor
 from optimizers.distributed import DISTRIBUTED_MODES, distributed_context
 from optimizers.errors import MuonConfigError
 from optimizers.functional import ADJUST_LR, adamw_, adamw_8bit_, muon_bucket_update, normuon_, update_scale
-from optimizers.orthogonalize import default_steps, get_backend, resolve_dtype
+from optimizers.newton_schulz import choose_method
+from optimizers.orthogonalize import check_method, default_steps, get_backend
+from optimizers.precision import describe_dtype, resolve_dtype
 
 NONFINITE = ("raise", "skip")
 MIN_8BIT_SIZE = 4096  # as bnb.optim.AdamW8bit: smaller tensors (norms, biases) keep fp32 moments
@@ -57,6 +59,7 @@ def _check_group(group: dict, names: list[str]) -> None:
     _check(beta2 is None or (_is_number(beta2) and 0 <= beta2 < 1),
            f"{where}: beta2 (NorMuon) must be in [0, 1) or None, got {beta2!r}")
     resolve_dtype(group["compute_dtype"], torch.device("cpu"))
+    check_method(group["ns_method"])
     for p, name in zip(group["params"], names):
         matrix = p.ndim in (2, 3) and min(p.shape[-2:]) > 1
         _check(matrix, f"{where}: parameter {name!r} with shape {tuple(p.shape)} is not a matrix (or a stack of "
@@ -79,7 +82,10 @@ class Muon(torch.optim.Optimizer):
     ``params``: group dicts, each with ``use_muon`` (default True) and ``name``; optional ``param_names``
     (used in error messages and `describe`). Keyword defaults apply to groups that do not set a key.
     Muon group keys: lr, momentum, nesterov, weight_decay, decoupled_wd, backend, ns_steps, adjust_lr,
-    beta2 (NorMuon; None = off), compute_dtype (None = bf16 on CUDA, fp32 otherwise).
+    beta2 (NorMuon; None = off), compute_dtype (None = auto: bf16 where the device has native bf16 matrix
+    units, see `optimizers.precision`), ns_method ("auto" | "plain" | "gram": the Newton–Schulz form, see
+    `optimizers.newton_schulz`; "plain" with compute_dtype=bfloat16 is torch.optim.Muon's arithmetic),
+    fan_in_first (weights stored (in, out), as transformers' Conv1D: the scale uses the map's shape).
     AdamW group keys: lr, betas, eps, weight_decay, decoupled_wd.
     ``adamw_8bit``: AdamW moments in 8 bits via bitsandbytes. ``nonfinite``: "raise" or "skip" a step whose
     gradients contain NaN/inf (skipped steps are counted in ``skipped_steps``). ``distributed``: "auto" splits
@@ -90,7 +96,7 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params: Iterable, lr: float = 3e-3, momentum: float = 0.95, nesterov: bool = True,
                  weight_decay: float = 0.0, decoupled_wd: bool = True, backend="newtonschulz5",
                  ns_steps: int | None = None, adjust_lr: str = "original", beta2: float | None = None,
-                 compute_dtype=None, adamw_betas=(0.9, 0.95), adamw_eps: float = 1e-8, *,
+                 compute_dtype=None, adamw_betas=(0.9, 0.95), adamw_eps: float = 1e-8, ns_method: str = "auto", *,
                  adamw_8bit: bool = False, nonfinite: str = "raise", distributed: str = "auto"):
         _check(nonfinite in NONFINITE, f"unknown nonfinite={nonfinite!r}; valid: {', '.join(NONFINITE)}")
         _check(distributed in DISTRIBUTED_MODES,
@@ -100,7 +106,7 @@ class Muon(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         decoupled_wd=decoupled_wd, backend=backend, ns_steps=ns_steps, adjust_lr=adjust_lr,
                         beta2=beta2, compute_dtype=compute_dtype, betas=tuple(adamw_betas), eps=adamw_eps,
-                        use_muon=True, name="muon")
+                        use_muon=True, name="muon", fan_in_first=False, ns_method=ns_method)
         self.adamw_8bit = adamw_8bit
         self.nonfinite = nonfinite
         self.distributed = distributed
@@ -180,27 +186,33 @@ class Muon(torch.optim.Optimizer):
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if group["beta2"] is not None:
                     state["second_moment"] = torch.zeros((*p.shape[:-1], 1), dtype=torch.float32, device=p.device)
-        if wd and group["decoupled_wd"]:
-            torch._foreach_mul_(params, 1 - lr * wd)  # with the unscaled lr, as torch.optim.Muon
-
         buckets: dict[tuple, list[int]] = {}
         for i, p in enumerate(params):
             buckets.setdefault((p.shape, p.dtype, p.device), []).append(i)
         # several processes: each rank orthogonalizes its share, every rank gets every update
         shared = self._dist.bucket_updates(group, params, grads, buckets, self.state) if self._dist else None
+        decay = 1 - lr * wd if wd and group["decoupled_wd"] else None  # with the unscaled lr, as torch.optim.Muon
         for key, idx in buckets.items():
             shape = key[0]
             bufs = [self.state[params[i]]["momentum_buffer"] for i in idx]
             O = shared[key] if shared is not None else muon_bucket_update(
                 [grads[i] for i in idx], bufs, momentum=group["momentum"], nesterov=group["nesterov"],
-                backend=group["backend"], ns_steps=group["ns_steps"], compute_dtype=group["compute_dtype"])
+                backend=group["backend"], ns_steps=group["ns_steps"], compute_dtype=group["compute_dtype"],
+                method=group["ns_method"])
             if group["beta2"] is not None:
                 moments = [self.state[params[i]]["second_moment"] for i in idx]
                 V = torch.stack(moments)
                 O = normuon_(O.float(), V, group["beta2"])
                 torch._foreach_copy_(moments, list(V.unbind(0)))
-            torch._foreach_add_([params[i] for i in idx], list(O),
-                                alpha=-lr * update_scale(shape, group["adjust_lr"]))
+            # fan_in_first: stored (in, out), as transformers' Conv1D; the map's (out, in) shape sets the scale
+            map_shape = (*shape[:-2], shape[-1], shape[-2]) if group["fan_in_first"] else shape
+            alpha = -lr * update_scale(map_shape, group["adjust_lr"])
+            # per tensor, decay then add, torch.optim.Muon's two ops: the tensor is still in cache for the
+            # second, and adding the compute-dtype update promotes it without a separate cast pass
+            for i, o in zip(idx, O.unbind(0) if isinstance(O, Tensor) else O):
+                if decay is not None:
+                    params[i].mul_(decay)
+                params[i].add_(o, alpha=alpha)
 
     def _adamw_step(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -277,6 +289,28 @@ class Muon(torch.optim.Optimizer):
 
     # -------------------------------------------------------------- describe
 
+    @staticmethod
+    def _ns_plan(group: dict, device: torch.device) -> dict[str, str]:
+        """Which Newton–Schulz form each matrix shape of a group runs ("plain" or "gram"); {} for cayley."""
+        if group["backend"] == "cayley":
+            return {}
+        steps = group["ns_steps"] or default_steps(group["backend"])
+        dtype = resolve_dtype(group["compute_dtype"], device)
+        shapes = sorted({tuple(p.shape) for p in group["params"]})
+        return {"x".join(map(str, s)): choose_method(s, steps, dtype, group["ns_method"]) for s in shapes}
+
+    def compute_summary(self) -> str:
+        """One line per Muon group: the dtype its orthogonalization runs in (and why) and the NS form per shape."""
+        lines = []
+        for g in self.describe()["groups"]:
+            if g["use_muon"]:
+                plan = g.get("ns_plan") or {}
+                gram = [s for s, m in plan.items() if m == "gram"]
+                form = f"Gram-space NS for {', '.join(gram)}; plain for the rest" if gram else "plain NS"
+                lines.append(f"  {g['name']}: orthogonalization in {g['compute_dtype']}; {form} "
+                             f"(ns_method={g['ns_method']})")
+        return "\n".join(lines)
+
     def describe(self) -> dict[str, Any]:
         """Effective settings and which parameter names are in which group, as JSON-able data."""
         groups = []
@@ -285,13 +319,15 @@ class Muon(torch.optim.Optimizer):
                                  "weight_decay": g["weight_decay"], "decoupled_wd": g["decoupled_wd"]}
             if "initial_lr" in g:
                 d["initial_lr"] = g["initial_lr"]
+            device = g["params"][0].device if g["params"] else torch.device("cpu")
             if g["use_muon"]:
                 backend = g["backend"]
                 d.update(momentum=g["momentum"], nesterov=g["nesterov"],
                          backend=backend if isinstance(backend, str) else _plain(backend),
                          ns_steps=g["ns_steps"] or default_steps(backend), adjust_lr=g["adjust_lr"],
-                         normuon_beta2=g["beta2"],
-                         compute_dtype=g["compute_dtype"] or "auto (bfloat16 on CUDA, float32 otherwise)")
+                         normuon_beta2=g["beta2"], ns_method=g["ns_method"], fan_in_first=g["fan_in_first"],
+                         compute_dtype=describe_dtype(g["compute_dtype"], device),
+                         ns_plan=self._ns_plan(g, device))
             else:
                 d.update(betas=list(g["betas"]), eps=g["eps"], adamw_8bit=self.adamw_8bit)
             d.update(num_tensors=len(g["params"]), num_parameters=sum(p.numel() for p in g["params"]),

@@ -8,10 +8,12 @@ Shared conventions (all backends):
 * Tall matrices (m > n) are transposed first, so the Gram matrix X Xᵀ is min(m, n)² — never the big side.
 * Input is scaled by its Frobenius norm (≥ the spectral norm, so all singular values start in [0, 1]);
   singular values below ~1e-3 of ‖G‖_F are only partly lifted by the polynomial backends.
-* Each backend computes in the dtype it is given; `orthogonalize` picks that dtype (bf16 on CUDA, fp32
-  elsewhere, or `compute_dtype`) and casts the result back to G's dtype.
+* Each backend computes in the dtype it is given; `orthogonalize` picks that dtype (`optimizers.precision`:
+  bf16 where the device has native bf16 matrix units, fp32 elsewhere, or `compute_dtype`) and casts the
+  result back to G's dtype.
+* The polynomial backends run plain or Gram-space Newton–Schulz (`optimizers.newton_schulz`), per shape.
 
-Registry: ``BACKENDS[name](G, steps=None) -> X``; ``get_backend`` also accepts coefficient tuples.
+Registry: ``BACKENDS[name](G, steps=None, method="auto") -> X``; ``get_backend`` also accepts coefficient tuples.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import torch
 from torch import Tensor
 
 from optimizers.errors import MuonConfigError
+from optimizers.newton_schulz import METHODS, newton_schulz, wide_normalized_
+from optimizers.precision import resolve_dtype
 
 Coeffs = tuple[float, float, float]
 Backend = Callable[..., Tensor]
-
-EPS = 1e-7  # added to ‖G‖_F; only matters for an all-zero G, which then maps to zero instead of NaN
 
 # Keller Jordan's quintic: maximal slope at 0 while staying bounded. Does NOT converge to 1: singular
 # values >= 1e-2·‖G‖_F end in ~[0.68, 1.13] after 5 steps, which Muon tolerates.
@@ -83,46 +85,11 @@ def _wide_side(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     return wrapped
 
 
-def _normalized(X: Tensor, scale: float = 1.0) -> Tensor:
-    """X / (scale·‖X‖_F + EPS) per matrix, written row-major in the wide orientation: a transposed view
-    of a tall matrix would otherwise reach every GEMM with transposed strides (measured ~1.2x slower on
-    CPU for 640x2708)."""
-    out = torch.empty(X.shape, dtype=X.dtype, device=X.device)
-    return torch.div(X, torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True) * scale + EPS, out=out)
-
-
 def _schedule(coeffs: Sequence[Coeffs], steps: int | None) -> list[Coeffs]:
     """The per-iteration coefficient list: ``steps`` truncates it or repeats its last entry."""
     coeffs = list(coeffs)
     steps = len(coeffs) if steps is None else steps
     return coeffs[:steps] + [coeffs[-1]] * max(0, steps - len(coeffs))
-
-
-def newton_schulz(G: Tensor, schedule: Sequence[Coeffs], *, scale: float = 1.0) -> Tensor:
-    """Odd quintic iteration X <- aX + (bA + cA²)X with A = XXᵀ, one (a, b, c) per step.
-
-    Three GEMMs per step (XXᵀ, A², BX) fused as mm/addmm (2-D) or bmm/baddbmm (batched);
-    FLOPs per matrix and step: 4m²n + 2m³ with m <= n after the transpose.
-    """
-
-    @_wide_side
-    def run(X: Tensor) -> Tensor:
-        X = _normalized(X, scale)
-        batch_shape = X.shape[:-2]
-        if X.ndim > 3:
-            X = X.reshape(-1, *X.shape[-2:])
-        mm, addmm = (torch.mm, torch.addmm) if X.ndim == 2 else (torch.bmm, torch.baddbmm)
-        # preallocated ping-pong buffers: fresh multi-MB tensors every step would be page-faulted in anew
-        A = X.new_empty((*X.shape[:-1], X.size(-2)))
-        B, Y = torch.empty_like(A), torch.empty_like(X)
-        for a, b, c in schedule:
-            mm(X, X.mT, out=A)
-            addmm(A, A, A, beta=b, alpha=c, out=B)
-            addmm(X, B, X, beta=a, out=Y)
-            X, Y = Y, X
-        return X.reshape(*batch_shape, *X.shape[-2:])
-
-    return run(G)
 
 
 def _dwh_weights(l: float) -> tuple[float, float, float, float]:
@@ -136,7 +103,7 @@ def _dwh_weights(l: float) -> tuple[float, float, float, float]:
     return a, b, c, min(1.0, l * (a + b * l * l) / (1.0 + c * l * l))
 
 
-def cayley(G: Tensor, steps: int | None = None) -> Tensor:
+def cayley(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
     """Rational (DWH/Halley) polar iteration with a Cholesky solve on the small Gram matrix per step.
 
     X <- (b/c) X + (a - b/c) (I + c XXᵀ)⁻¹ X. Per step: XXᵀ (2m²n), Cholesky (m³/3), two triangular
@@ -149,7 +116,7 @@ def cayley(G: Tensor, steps: int | None = None) -> Tensor:
         dtype = X.dtype
         if dtype in (torch.bfloat16, torch.float16):
             X = X.float()
-        X = _normalized(X)
+        X = wide_normalized_(X.clone(memory_format=torch.contiguous_format))
         eye = torch.eye(X.size(-2), dtype=X.dtype, device=X.device)
         l = CAYLEY_L0
         for _ in range(CAYLEY_STEPS if steps is None else steps):
@@ -162,29 +129,30 @@ def cayley(G: Tensor, steps: int | None = None) -> Tensor:
     return run(G)
 
 
-def newtonschulz5(G: Tensor, steps: int | None = None) -> Tensor:
+def newtonschulz5(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
     """Keller Jordan's Muon iteration: (3.4445, -4.7750, 2.0315) for 5 steps."""
-    return newton_schulz(G, _schedule([NS5_COEFFS], 5 if steps is None else steps))
+    return newton_schulz(G, _schedule([NS5_COEFFS], 5 if steps is None else steps), method=method)
 
 
-def newtonschulz10(G: Tensor, steps: int | None = None) -> Tensor:
+def newtonschulz10(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
     """7 KJ steps then 3 classical polishing steps: converges to U Vᵀ (to fp32 round-off)."""
-    return newton_schulz(G, _schedule(NS10_SCHEDULE, steps))
+    return newton_schulz(G, _schedule(NS10_SCHEDULE, steps), method=method)
 
 
-def conservative(G: Tensor, steps: int | None = None) -> Tensor:
+def conservative(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
     """Convergent quintic (2.8, -3.05, 1.25), 5 steps: smaller overshoot, slower on small singular values."""
-    return newton_schulz(G, _schedule([CONSERVATIVE_COEFFS], 5 if steps is None else steps))
+    return newton_schulz(G, _schedule([CONSERVATIVE_COEFFS], 5 if steps is None else steps), method=method)
 
 
-def aggressive(G: Tensor, steps: int | None = None) -> Tensor:
+def aggressive(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
     """Steeper quintic (3.8, -5.4, 2.2), 5 steps: lifts small singular values faster, wider band."""
-    return newton_schulz(G, _schedule([AGGRESSIVE_COEFFS], 5 if steps is None else steps))
+    return newton_schulz(G, _schedule([AGGRESSIVE_COEFFS], 5 if steps is None else steps), method=method)
 
 
-def polar_express(G: Tensor, steps: int | None = None) -> Tensor:
+def polar_express(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
     """Polar Express degree-5 schedule (5 steps by default, as in the paper's Muon runs)."""
-    return newton_schulz(G, _schedule(POLAR_EXPRESS_SCHEDULE, 5 if steps is None else steps), scale=1.01)
+    return newton_schulz(G, _schedule(POLAR_EXPRESS_SCHEDULE, 5 if steps is None else steps), scale=1.01,
+                         method=method)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -195,6 +163,12 @@ BACKENDS: dict[str, Backend] = {
     "conservative": conservative,
     "aggressive": aggressive,
 }
+
+# the polynomial backends' coefficient lists and default step counts (steps=None), for `polynomial_plan`
+_POLYNOMIAL: dict[str, tuple[list[Coeffs], int | None]] = {
+    "newtonschulz5": ([NS5_COEFFS], 5), "newtonschulz10": (NS10_SCHEDULE, None),
+    "polar_express": (POLAR_EXPRESS_SCHEDULE, 5), "conservative": ([CONSERVATIVE_COEFFS], 5),
+    "aggressive": ([AGGRESSIVE_COEFFS], 5)}
 
 #: Steps each named backend runs when ``steps`` is None (the benchmark uses it to count FLOPs).
 DEFAULT_STEPS = {"newtonschulz5": 5, "newtonschulz10": 10, "polar_express": 5, "cayley": CAYLEY_STEPS,
@@ -234,12 +208,29 @@ def get_backend(name_or_coeffs) -> Backend:
         raise MuonConfigError(f"bad orthogonalization backend {name_or_coeffs!r}; valid: {_valid_names()}")
     single = all(isinstance(v, (int, float)) for v in name_or_coeffs)
 
-    def custom(G: Tensor, steps: int | None = None) -> Tensor:
+    def custom(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
         if steps is None and single:
             steps = 5
-        return newton_schulz(G, _schedule(schedule, steps))
+        return newton_schulz(G, _schedule(schedule, steps), method=method)
 
     return custom
+
+
+def polynomial_plan(name_or_coeffs, steps: int | None) -> tuple[list[Coeffs], float] | None:
+    """(per-step coefficients, input scale) of a polynomial backend, None for cayley: lets the optimizer run
+    the iteration on a batch it has already written in the compute dtype and wide orientation."""
+    if isinstance(name_or_coeffs, str):
+        get_backend(name_or_coeffs)
+        if name_or_coeffs not in _POLYNOMIAL:
+            return None
+        coeffs, default = _POLYNOMIAL[name_or_coeffs]
+        scale = 1.01 if name_or_coeffs == "polar_express" else 1.0
+        return _schedule(coeffs, default if steps is None else steps), scale
+    schedule = _as_coeffs(name_or_coeffs)
+    if schedule is None:
+        get_backend(name_or_coeffs)  # raises with the valid names
+    single = all(isinstance(v, (int, float)) for v in name_or_coeffs)
+    return _schedule(schedule, 5 if steps is None and single else steps), 1.0
 
 
 def default_steps(name_or_coeffs) -> int:
@@ -254,25 +245,21 @@ def default_steps(name_or_coeffs) -> int:
     return 5 if single else len(schedule)
 
 
-def resolve_dtype(compute_dtype, device: torch.device) -> torch.dtype:
-    """``compute_dtype`` (a dtype, its name, or None = bf16 on CUDA and fp32 elsewhere) as a dtype."""
-    if compute_dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(compute_dtype, torch.dtype):
-        return compute_dtype
-    dtype = getattr(torch, str(compute_dtype).replace("torch.", ""), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise MuonConfigError(f"unknown compute_dtype {compute_dtype!r}; valid: float32, bfloat16, float16, float64")
-    return dtype
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise MuonConfigError(f"unknown ns_method {method!r}; valid: {', '.join(METHODS)}")
+    return method
 
 
-def orthogonalize(G: Tensor, backend="newtonschulz5", steps: int | None = None, compute_dtype=None) -> Tensor:
+def orthogonalize(G: Tensor, backend="newtonschulz5", steps: int | None = None, compute_dtype=None,
+                  method: str = "auto") -> Tensor:
     """Approximate the polar factor U Vᵀ of every matrix in G (..., m, n); same shape and dtype as G.
 
-    ``steps`` overrides the backend's iteration count; ``compute_dtype`` the dtype it runs in.
+    ``steps`` overrides the backend's iteration count; ``compute_dtype`` the dtype it runs in (None: see
+    `optimizers.precision`); ``method`` "plain", "gram" or "auto" (see `optimizers.newton_schulz`).
     """
     fn = get_backend(backend)
     if steps is not None and (not isinstance(steps, int) or steps < 1):
         raise MuonConfigError(f"ns_steps must be a positive integer, got {steps!r}")
-    X = fn(G.to(resolve_dtype(compute_dtype, G.device)), steps)
+    X = fn(G.to(resolve_dtype(compute_dtype, G.device)), steps, method=check_method(method))
     return X.to(G.dtype)

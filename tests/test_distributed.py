@@ -237,8 +237,13 @@ def test_cli_under_torchrun_matches_one_process(tmp_path, monkeypatch):
     assert losses[0].keys() == losses[1].keys() == {1, 2, 3}
     for step in losses[1]:
         assert losses[0][step] == pytest.approx(losses[1][step], rel=1e-4)
+    # bf16 orthogonalization (the auto dtype on a CPU with AVX-512 BF16): the summation-order difference can
+    # flip one bf16 rounding of an update (~1e-3 x lr); a wrong update would still be off by ~lr
+    from optimizers.precision import resolve_dtype
+
+    bf16 = resolve_dtype(None, torch.device("cpu")) == torch.bfloat16
     assert_close(load_file(tmp_path / "two" / "final" / "model.safetensors"),
-                 load_file(tmp_path / "one" / "final" / "model.safetensors"))
+                 load_file(tmp_path / "one" / "final" / "model.safetensors"), atol=1e-4 if bf16 else ATOL)
 
 
 # ------------------------------------------------------------------------------------ refusals

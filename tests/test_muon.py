@@ -90,7 +90,8 @@ def test_matches_torch_muon(adjust_lr, nesterov):
     ours_p = make_params(SHAPES)
     ref_p = clone(ours_p)
     kw = dict(lr=0.02, momentum=0.9, nesterov=nesterov, weight_decay=0.1)
-    ours = Muon([{"params": ours_p}], adjust_lr=adjust_lr or "original", compute_dtype=torch.bfloat16, **kw)
+    ours = Muon([{"params": ours_p}], adjust_lr=adjust_lr or "original", compute_dtype=torch.bfloat16,
+                ns_method="plain", **kw)
     ref = torch.optim.Muon(ref_p, adjust_lr_fn=adjust_lr, **kw)
     start = [p.detach().clone() for p in ours_p]
     for step in range(3):
@@ -105,7 +106,7 @@ def test_matches_torch_muon(adjust_lr, nesterov):
 def test_matches_torch_muon_when_momentum_changes_every_step():
     ours_p = make_params(SHAPES)
     ref_p = clone(ours_p)
-    ours = Muon([{"params": ours_p}], lr=0.02, weight_decay=0.1, compute_dtype="bfloat16")
+    ours = Muon([{"params": ours_p}], lr=0.02, weight_decay=0.1, compute_dtype="bfloat16", ns_method="plain")
     ref = torch.optim.Muon(ref_p, lr=0.02, weight_decay=0.1)
     for step in range(4):
         for opt in (ours, ref):
