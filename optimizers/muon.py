@@ -18,9 +18,10 @@ from torch import Tensor
 
 from optimizers.distributed import DISTRIBUTED_MODES, distributed_context
 from optimizers.errors import MuonConfigError
-from optimizers.functional import ADJUST_LR, adamw_, adamw_8bit_, muon_bucket_update, normuon_, update_scale
+from optimizers.functional import (ADJUST_LR, adamw_, adamw_8bit_, muon_bucket_update, muon_momentum_, normuon_,
+                                  update_scale)
 from optimizers.newton_schulz import choose_method
-from optimizers.orthogonalize import check_method, default_steps, get_backend
+from optimizers.orthogonalize import check_method, default_steps, get_backend, orthogonalize
 from optimizers.precision import describe_dtype, resolve_dtype
 
 NONFINITE = ("raise", "skip")
@@ -60,6 +61,17 @@ def _check_group(group: dict, names: list[str]) -> None:
            f"{where}: beta2 (NorMuon) must be in [0, 1) or None, got {beta2!r}")
     resolve_dtype(group["compute_dtype"], torch.device("cpu"))
     check_method(group["ns_method"])
+    blocks = group["row_blocks"]
+    if blocks is not None:
+        _check(isinstance(blocks, (list, tuple)) and len(blocks) == len(group["params"]),
+               f"{where}: row_blocks must be a list with one entry (None or row counts) per parameter")
+        _check(group["beta2"] is None and not group["fan_in_first"],
+               f"{where}: row_blocks cannot be combined with NorMuon (beta2) or fan_in_first; drop one of them")
+        for p, name, sizes in zip(group["params"], names, blocks):
+            _check(sizes is None or (p.ndim == 2 and all(isinstance(k, int) and k > 0 for k in sizes)
+                                     and sum(sizes) == p.shape[0]),
+                   f"{where}: row_blocks for {name!r} must be positive row counts summing to its {p.shape[0]} rows, "
+                   f"got {sizes!r}")
     for p, name in zip(group["params"], names):
         matrix = p.ndim in (2, 3) and min(p.shape[-2:]) > 1
         _check(matrix, f"{where}: parameter {name!r} with shape {tuple(p.shape)} is not a matrix (or a stack of "
@@ -85,7 +97,9 @@ class Muon(torch.optim.Optimizer):
     beta2 (NorMuon; None = off), compute_dtype (None = auto: bf16 where the device has native bf16 matrix
     units, see `optimizers.precision`), ns_method ("auto" | "plain" | "gram": the Newton–Schulz form, see
     `optimizers.newton_schulz`; "plain" with compute_dtype=bfloat16 is torch.optim.Muon's arithmetic),
-    fan_in_first (weights stored (in, out), as transformers' Conv1D: the scale uses the map's shape).
+    fan_in_first (weights stored (in, out), as transformers' Conv1D: the scale uses the map's shape),
+    row_blocks (one entry per parameter: None, or the row counts of a fused projection's blocks — each block
+    is then orthogonalized and scaled as if it were its own parameter; see `per_block_updates`).
     AdamW group keys: lr, betas, eps, weight_decay, decoupled_wd.
     ``adamw_8bit``: AdamW moments in 8 bits via bitsandbytes. ``nonfinite``: "raise" or "skip" a step whose
     gradients contain NaN/inf (skipped steps are counted in ``skipped_steps``). ``distributed``: "auto" splits
@@ -106,7 +120,8 @@ class Muon(torch.optim.Optimizer):
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                         decoupled_wd=decoupled_wd, backend=backend, ns_steps=ns_steps, adjust_lr=adjust_lr,
                         beta2=beta2, compute_dtype=compute_dtype, betas=tuple(adamw_betas), eps=adamw_eps,
-                        use_muon=True, name="muon", fan_in_first=False, ns_method=ns_method)
+                        use_muon=True, name="muon", fan_in_first=False, ns_method=ns_method,
+                        row_blocks=None)
         self.adamw_8bit = adamw_8bit
         self.nonfinite = nonfinite
         self.distributed = distributed
@@ -186,12 +201,20 @@ class Muon(torch.optim.Optimizer):
                 state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if group["beta2"] is not None:
                     state["second_moment"] = torch.zeros((*p.shape[:-1], 1), dtype=torch.float32, device=p.device)
+        decay = 1 - lr * wd if wd and group["decoupled_wd"] else None  # with the unscaled lr, as torch.optim.Muon
+        blocked = self._blocked(group, params)
+        if blocked:
+            if self._dist:
+                raise MuonConfigError("row_blocks (per-block orthogonalization) does not run under DDP/FSDP2 yet; "
+                                      "use whole-matrix orthogonalization there")
+            self._per_block_step(group, [(params[i], grads[i], sizes) for i, sizes in blocked.items()], decay)
+            keep = [i for i in range(len(params)) if i not in blocked]
+            params, grads = [params[i] for i in keep], [grads[i] for i in keep]
         buckets: dict[tuple, list[int]] = {}
         for i, p in enumerate(params):
             buckets.setdefault((p.shape, p.dtype, p.device), []).append(i)
         # several processes: each rank orthogonalizes its share, every rank gets every update
         shared = self._dist.bucket_updates(group, params, grads, buckets, self.state) if self._dist else None
-        decay = 1 - lr * wd if wd and group["decoupled_wd"] else None  # with the unscaled lr, as torch.optim.Muon
         for key, idx in buckets.items():
             shape = key[0]
             bufs = [self.state[params[i]]["momentum_buffer"] for i in idx]
@@ -213,6 +236,32 @@ class Muon(torch.optim.Optimizer):
                 if decay is not None:
                     params[i].mul_(decay)
                 params[i].add_(o, alpha=alpha)
+
+    @staticmethod
+    def _blocked(group: dict, params: list[Tensor]) -> dict[int, list[int]]:
+        """{index in ``params``: row counts} for the parameters of the group that have row blocks."""
+        if not group["row_blocks"]:
+            return {}
+        sizes = {id(p): b for p, b in zip(group["params"], group["row_blocks"]) if b}
+        return {i: list(sizes[id(p)]) for i, p in enumerate(params) if id(p) in sizes}
+
+    def _per_block_step(self, group: dict, items: list[tuple[Tensor, Tensor, list[int]]], decay) -> None:
+        """Fused projections: momentum on the whole matrix, then each row block orthogonalized (one batched call
+        per block shape, across parameters) and scaled by its own shape, as if it were its own parameter."""
+        blocks: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
+        for p, g, sizes in items:
+            U = muon_momentum_([g], [self.state[p]["momentum_buffer"]], momentum=group["momentum"],
+                               nesterov=group["nesterov"])[0]
+            for u, target in zip(U.split(sizes, dim=0), p.split(sizes, dim=0)):
+                blocks.setdefault((tuple(u.shape), u.dtype, u.device), []).append((u, target))
+            if decay is not None:
+                p.mul_(decay)
+        for (shape, _, _), pairs in blocks.items():
+            O = orthogonalize(torch.stack([u for u, _ in pairs]), group["backend"], group["ns_steps"],
+                              group["compute_dtype"], group["ns_method"])
+            alpha = -group["lr"] * update_scale(shape, group["adjust_lr"])
+            for (_, target), o in zip(pairs, O.unbind(0)):
+                target.add_(o, alpha=alpha)
 
     def _adamw_step(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -328,6 +377,8 @@ class Muon(torch.optim.Optimizer):
                          normuon_beta2=g["beta2"], ns_method=g["ns_method"], fan_in_first=g["fan_in_first"],
                          compute_dtype=describe_dtype(g["compute_dtype"], device),
                          ns_plan=self._ns_plan(g, device))
+                if g["row_blocks"]:
+                    d["row_blocks"] = {n: list(b) for n, b in zip(self._names(g, gi), g["row_blocks"]) if b}
             else:
                 d.update(betas=list(g["betas"]), eps=g["eps"], adamw_8bit=self.adamw_8bit)
             d.update(num_tensors=len(g["params"]), num_parameters=sum(p.numel() for p in g["params"]),
