@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from optimizers.newton_schulz import iterate_, wide_normalized_
+from optimizers.newton_schulz import Workspace, iterate_, wide_normalized_
 from optimizers.orthogonalize import get_backend, polynomial_plan
 from optimizers.precision import resolve_dtype
 
@@ -78,24 +78,35 @@ def muon_momentum_(grads: list[Tensor], bufs: list[Tensor], *, momentum: float, 
 
 
 def muon_bucket_update(grads: list[Tensor], bufs: list[Tensor], *, momentum: float, nesterov: bool,
-                       backend, ns_steps: int | None, compute_dtype, method: str = "auto") -> Tensor:
+                       backend, ns_steps: int | None, compute_dtype, method: str = "auto",
+                       ws: Workspace | None = None) -> Tensor:
     """Momentum, then one batched orthogonalization of k same-shaped matrices: the (k, *shape) updates in
     the compute dtype (tall matrices come back as transposed views of a wide result).
 
     The Nesterov blend is written straight into a stacked batch in the compute dtype and the wide orientation
     (one pass, no fp32 copy, no cast), normalized in place, iterated (plain or Gram, per shape), and never
     cast back: the caller adds it to the parameters, which promotes, exactly as torch.optim.Muon does.
+    With a `Workspace` the batch and the scratch are reused across calls: the result is valid until the next
+    call with the same workspace.
     """
     torch._foreach_lerp_(bufs, grads, 1 - momentum)
     dtype = resolve_dtype(compute_dtype, grads[0].device)
     shape = grads[0].shape
     tall = shape[-2] > shape[-1]
     wide = (*shape[:-2], shape[-1], shape[-2]) if tall else tuple(shape)
-    U = torch.empty((len(grads), *wide), dtype=dtype, device=grads[0].device)
+    device = grads[0].device
+    U = ws.get("U", (len(grads), *wide), dtype, device) if ws else torch.empty((len(grads), *wide), dtype=dtype,
+                                                                                   device=device)
+    # tall: blend into a contiguous scratch in the parameter's orientation, then one transposing copy in the
+    # compute dtype — 4.8x faster on CPU than writing the blend through transposed views (24 x 2192x512 bf16:
+    # 24 ms vs 116 ms); same bits
+    scratch = (ws.get("scratch", shape, dtype, device) if ws else torch.empty(shape, dtype=dtype, device=device)) \
+        if tall else None
     for g, b, u in zip(grads, bufs, U.unbind(0)):
+        dst = scratch if tall else u
+        torch.lerp(g, b, momentum, out=dst) if nesterov else dst.copy_(b)
         if tall:
-            g, b = g.mT, b.mT
-        torch.lerp(g, b, momentum, out=u) if nesterov else u.copy_(b)
+            u.copy_(scratch.mT)
     plan = polynomial_plan(backend, ns_steps)
     if plan is None:  # cayley: its own normalization and dtype handling
         O = get_backend(backend)(U, ns_steps).to(dtype)
@@ -104,7 +115,7 @@ def muon_bucket_update(grads: list[Tensor], bufs: list[Tensor], *, momentum: flo
         # always one batched call, even for k = 1: bmm's per-matrix result does not depend on the batch
         # size, so a rank orthogonalizing a subset of a bucket (optimizers.distributed) gets the same bits
         X = U.reshape(-1, *wide[-2:])
-        O = iterate_(wide_normalized_(X, scale), schedule, method).reshape(U.shape)
+        O = iterate_(wide_normalized_(X, scale), schedule, method, ws).reshape(U.shape)
     return O.mT if tall else O
 
 

@@ -20,7 +20,7 @@ from optimizers.distributed import DISTRIBUTED_MODES, distributed_context
 from optimizers.errors import MuonConfigError
 from optimizers.functional import (ADJUST_LR, adamw_, adamw_8bit_, muon_bucket_update, muon_momentum_, normuon_,
                                   update_scale)
-from optimizers.newton_schulz import choose_method
+from optimizers.newton_schulz import Workspace, choose_method
 from optimizers.orthogonalize import check_method, default_steps, get_backend, orthogonalize
 from optimizers.precision import describe_dtype, resolve_dtype
 
@@ -130,6 +130,9 @@ class Muon(torch.optim.Optimizer):
         self.skipped_steps = 0  # steps skipped for non-finite gradients (saved in state_dict)
         self.step_count = 0  # step() calls, skipped ones included (saved in state_dict)
         self._qmaps: tuple[Tensor, Tensor] | None = None
+        # scratch for the orthogonalization, reused across buckets and steps (never saved): the largest
+        # bucket's batch, its iteration buffers and m x m matrices
+        self._workspace = Workspace()
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict) -> None:
@@ -221,7 +224,7 @@ class Muon(torch.optim.Optimizer):
             O = shared[key] if shared is not None else muon_bucket_update(
                 [grads[i] for i in idx], bufs, momentum=group["momentum"], nesterov=group["nesterov"],
                 backend=group["backend"], ns_steps=group["ns_steps"], compute_dtype=group["compute_dtype"],
-                method=group["ns_method"])
+                method=group["ns_method"], ws=self._workspace)
             if group["beta2"] is not None:
                 moments = [self.state[params[i]]["second_moment"] for i in idx]
                 V = torch.stack(moments)

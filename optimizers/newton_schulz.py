@@ -26,9 +26,9 @@ numbers 10 to 1e5 and low-rank-plus-noise gradients:
   the two are alike. Every 3 steps is not enough: polar_express reached σ_max 55, newtonschulz10 overflowed.
 
 **The rule** (`choose_method`, method="auto"): gram when its FLOPs, restarts counted, are at most
-`GRAM_MARGIN` of plain's. For 5 steps: fp32 4m²n + 34m³ vs 20m²n + 10m³, gram from n/m ≈ 2.0; bf16
-(restarts at 2 and 4) 12m²n + 22m³, gram from n/m ≈ 2.7. Mamba2's in_proj (n/m ≈ 4.3) then costs 47% (fp32)
-/ 23% (bf16) fewer FLOPs; square and 2:1 matrices stay plain.
+`GRAM_MARGIN` of plain's. For 5 steps: fp32 4m²n + 34m³ vs 20m²n + 10m³, gram from n/m ≈ 1.63; bf16
+(restarts at 2 and 4) 12m²n + 22m³, gram from n/m ≈ 1.79. Mamba2's in_proj (n/m ≈ 4.3) then costs 47% (fp32)
+/ 23% (bf16) fewer FLOPs, a 2:1 MLP/out_proj 16% / 8%; square matrices stay plain.
 """
 
 from __future__ import annotations
@@ -44,9 +44,11 @@ Coeffs = tuple[float, float, float]
 
 METHODS = ("auto", "plain", "gram")
 EPS = 1e-7  # added to ‖G‖_F (as torch.optim.Muon's eps): an all-zero G maps to zero instead of NaN
-# gram must save at least 15% of the FLOPs: its m x m products are smaller GEMMs (lower FLOP rate) and it
-# makes a few more elementwise passes; see docs/benchmarks.md for the measured split
-GRAM_MARGIN = 0.85
+# gram must save at least 5% of the FLOPs. Measured on a 2-core EPYC (AVX-512 BF16), batches of 4-25:
+# fp32 time ratios follow the FLOP ratio (512x2192: 0.56 vs 0.535; 512x1024: 0.88 vs 0.84; n/m = 1.5:
+# 1.01 vs 1.0); bf16 ones run ~5% under it (512x1024: 0.86-0.93 vs 0.92; 640x960: 0.94 vs 1.0; 1024²:
+# 1.06-1.13 vs 1.13). 0.95 takes the sure wins in both and leaves the ties to plain.
+GRAM_MARGIN = 0.95
 HALF_RESTART_EVERY = 2  # half precision: re-form A = X Xᵀ after every 2 Gram steps (see the module doc)
 FULL_RESTART_EVERY = 5  # fp32 and up: after every 5 (a 5-step backend never restarts)
 
@@ -114,6 +116,37 @@ def ns_flops(shape: Sequence[int], steps: int, dtype: torch.dtype = torch.float3
     return plain_flops(shape, steps)
 
 
+class Workspace:
+    """Reusable scratch tensors, one flat buffer per role, grown to the largest request and viewed to shape.
+
+    The optimizer processes its buckets one after another, so one buffer per role serves them all. On CPU a
+    fresh multi-MB tensor every step is page-faulted in anew (the allocator returns large blocks to the OS):
+    measured ~10% of a hybrid-small step. Not thread-safe; a view is valid until the same role is requested
+    again.
+    """
+
+    def __init__(self):
+        self._buffers: dict[str, Tensor] = {}
+
+    def get(self, role: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> Tensor:
+        numel = 1
+        for d in shape:
+            numel *= d
+        buf = self._buffers.get(role)
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
+            buf = self._buffers[role] = torch.empty(numel, dtype=dtype, device=device)
+        return buf[:numel].view(*shape)
+
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+
+
+def _new(ws: Workspace | None, role: str, shape, like: Tensor) -> Tensor:
+    if ws is None:
+        return like.new_empty(shape)
+    return ws.get(role, shape, like.dtype, like.device)
+
+
 def wide_normalized_(X: Tensor, scale: float = 1.0) -> Tensor:
     """X /= scale·‖X‖_F + EPS per matrix, in place (X already in the wide orientation and the compute dtype)."""
     return X.div_(torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True) * scale + EPS)
@@ -123,7 +156,7 @@ def _ops(X: Tensor):
     return (torch.mm, torch.addmm) if X.ndim == 2 else (torch.bmm, torch.baddbmm)
 
 
-def plain_iteration(X: Tensor, schedule: Sequence[Coeffs]) -> Tensor:
+def plain_iteration(X: Tensor, schedule: Sequence[Coeffs], ws: Workspace | None = None) -> Tensor:
     """The plain iteration on a normalized wide (..., m, n) X (2-D or 3-D), in X's dtype.
 
     Three GEMMs per step fused as mm/addmm (2-D) or bmm/baddbmm (batched), exactly torch.optim.Muon's
@@ -131,8 +164,8 @@ def plain_iteration(X: Tensor, schedule: Sequence[Coeffs]) -> Tensor:
     May overwrite X.
     """
     mm, addmm = _ops(X)
-    A = X.new_empty((*X.shape[:-1], X.size(-2)))
-    B, Y = torch.empty_like(A), torch.empty_like(X)
+    gram_shape = (*X.shape[:-1], X.size(-2))
+    A, B, Y = _new(ws, "A", gram_shape, X), _new(ws, "B", gram_shape, X), _new(ws, "Y", X.shape, X)
     for a, b, c in schedule:
         mm(X, X.mT, out=A)
         addmm(A, A, A, beta=b, alpha=c, out=B)
@@ -141,14 +174,14 @@ def plain_iteration(X: Tensor, schedule: Sequence[Coeffs]) -> Tensor:
     return X
 
 
-def gram_iteration(X: Tensor, schedule: Sequence[Coeffs], every: int | None) -> Tensor:
+def gram_iteration(X: Tensor, schedule: Sequence[Coeffs], every: int | None, ws: Workspace | None = None) -> Tensor:
     """The Gram-space iteration on a normalized wide (..., m, n) X (2-D or 3-D), restarting every ``every``
     steps (None: never). May overwrite X."""
     mm, addmm = _ops(X)
     m = X.size(-2)
-    A = X.new_empty((*X.shape[:-1], m))
-    P, Q, T = torch.empty_like(A), torch.empty_like(A), torch.empty_like(A)
-    Y = torch.empty_like(X)
+    small = (*X.shape[:-1], m)
+    A, P, Q, T = (_new(ws, role, small, X) for role in ("A", "B", "Q", "T"))
+    Y = _new(ws, "Y", X.shape, X)
     schedule = list(schedule)
     start = 0
     for s in _segments(len(schedule), every):
@@ -156,14 +189,15 @@ def gram_iteration(X: Tensor, schedule: Sequence[Coeffs], every: int | None) -> 
         for i, (a, b, c) in enumerate(schedule[start:start + s]):
             addmm(A, A, A, beta=b, alpha=c, out=P)  # P = b A + c A² (+ a I below)
             P.diagonal(dim1=-2, dim2=-1).add_(a)
-            if i == 0:
-                Q.copy_(P)
+            Pk = P
+            if i == 0:  # Q = P: swap the buffers instead of copying (the next step rewrites P anyway)
+                Q, P = P, Q
             else:
-                mm(P, Q, out=T)
+                mm(Pk, Q, out=T)
                 Q, T = T, Q
             if i < s - 1:  # A <- P A P (P and A commute: the result is symmetric)
-                mm(P, A, out=T)
-                mm(T, P, out=A)
+                mm(Pk, A, out=T)
+                mm(T, Pk, out=A)
         mm(Q, X, out=Y)
         X, Y = Y, X
         start += s
@@ -187,9 +221,10 @@ def newton_schulz(G: Tensor, schedule: Sequence[Coeffs], *, scale: float = 1.0, 
     return out.mT if tall else out
 
 
-def iterate_(X: Tensor, schedule: Sequence[Coeffs], method: str = "auto") -> Tensor:
-    """Run the iteration on an already normalized, contiguous wide X (2-D or 3-D); may overwrite X."""
+def iterate_(X: Tensor, schedule: Sequence[Coeffs], method: str = "auto", ws: Workspace | None = None) -> Tensor:
+    """Run the iteration on an already normalized, contiguous wide X (2-D or 3-D); may overwrite X. With a
+    `Workspace`, the scratch (and the result, which may be its "Y" buffer) lives there."""
     chosen = choose_method(X.shape, len(schedule), X.dtype, method)
     if chosen == "gram":
-        return gram_iteration(X, schedule, restart_every(X.dtype))
-    return plain_iteration(X, schedule)
+        return gram_iteration(X, schedule, restart_every(X.dtype), ws)
+    return plain_iteration(X, schedule, ws)
