@@ -32,7 +32,7 @@ GSM8K_HUB_NAMES = ("openai/gsm8k", "gsm8k")
 class PrepareCotArguments:
     output: str = field(metadata={"help": "Folder to write (Dataset.save_to_disk) plus stats.json in it."})
     dataset: Optional[str] = field(
-        default=None, metadata={"help": "Hub dataset with MathInstruct's schema, e.g. TIGER-Lab/MathInstruct."}
+        default=None, metadata={"help": "Hub dataset with MathInstruct's schema (e.g. TIGER-Lab/MathInstruct), or a local file/folder."}
     )
     data_files: Optional[str] = field(
         default=None, metadata={"help": "Local JSON/JSONL file(s) with source/instruction/output, comma-separated."}
@@ -56,8 +56,20 @@ def _split_paths(value: str) -> List[str]:
     return [os.path.expanduser(p.strip()) for p in value.split(",") if p.strip()]
 
 
-def _looks_like_path(value: str) -> bool:
-    return os.path.exists(value) or value.endswith((".json", ".jsonl")) or value.startswith((".", "/", "~"))
+def _load_named(name: str, config: Optional[str], flag: str):
+    """A dataset name as every mamba_trainer CLI reads it: a local file, folder or comma list of files, else a
+    Hub id (the one rule is ``mamba_trainer.data.local_data_path``)."""
+    from mamba_trainer.data import _load_local, local_data_path
+
+    paths = _split_paths(name)
+    if len(paths) > 1:
+        return _load_files(paths, flag)
+    local = local_data_path(name)
+    if local is None:
+        return _load_hub(name, config, flag)
+    if local.is_file():
+        return _load_files([str(local)], flag)
+    return _load_local(local, "train")[0]
 
 
 def _load_files(paths: List[str], flag: str):
@@ -110,16 +122,13 @@ def load_inputs(args: PrepareCotArguments):
     if args.data_files:
         main_ds = _load_files(_split_paths(args.data_files), "--data_files")
     else:
-        main_ds = _load_hub(args.dataset, None, "--dataset")
+        main_ds = _load_named(args.dataset, None, "--dataset")
     flag = "--data_files" if args.data_files else "--dataset"
     main_ds = _limit(_require_columns(main_ds, ("instruction", "output"), flag), args.limit)
     gsm8k = None
     if args.mix_gsm8k:
-        if _looks_like_path(args.mix_gsm8k):
-            gsm8k = _load_files(_split_paths(args.mix_gsm8k), "--mix_gsm8k")
-        else:
-            config = "main" if args.mix_gsm8k in GSM8K_HUB_NAMES else None
-            gsm8k = _load_hub(args.mix_gsm8k, config, "--mix_gsm8k")
+        config = "main" if args.mix_gsm8k in GSM8K_HUB_NAMES else None
+        gsm8k = _load_named(args.mix_gsm8k, config, "--mix_gsm8k")
         gsm8k = _limit(_require_columns(gsm8k, ("question", "answer"), "--mix_gsm8k"), args.limit)
     return main_ds, gsm8k
 

@@ -27,7 +27,7 @@ pick_run() {  # $1 = run name or empty (newest)
 }
 
 status() {
-    local runs pid state
+    local runs pid state folder
     if [ -n "${1:-}" ]; then runs="$(pick_run "$1")"; else runs="$({ ls -t "$LOG_DIR"/*.pid 2>/dev/null || true; } | xargs -r -n1 basename | sed 's/\.pid$//')"; fi
     [ -n "$runs" ] || { echo "no runs in $LOG_DIR"; return 0; }
     for run in $runs; do
@@ -36,6 +36,10 @@ status() {
         echo "$run: $state"
         echo "    log: $LOG_DIR/$run.log"
         echo "    last: $(grep -v '^\s*$' "$LOG_DIR/$run.log" 2>/dev/null | tail -n 1 | cut -c1-160)"
+        # the run folder is printed by mamba-train ("run folder: DIR ..."); its plot is written at the end
+        folder="$(sed -n 's/^run folder: \([^ ]*\).*/\1/p' "$LOG_DIR/$run.log" 2>/dev/null | tail -n 1)"
+        if [ -n "$folder" ] && [ -f "$folder/plots/training.png" ]; then echo "    plot: $folder/plots/training.png"
+        elif [ -n "$folder" ]; then echo "    plot: $folder/plots/training.png (written when the run ends)"; fi
     done
 }
 

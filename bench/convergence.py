@@ -1,30 +1,32 @@
-"""Muon vs AdamW, measured: how many steps Muon needs to reach AdamW's final validation loss.
+"""Muon vs AdamW, measured through the product: steps and training seconds Muon needs to reach AdamW's final eval loss.
 
-    python bench/convergence.py          # hybrid-tiny + mamba-tiny, 150 steps of 8x128, 3 lrs each, 3 seeds
-    python bench/convergence.py --quick  # 80 steps of 8x64 tokens, 2 seeds (what docs/benchmarks.md ran)
-    python bench/convergence.py --sizes hybrid-tiny --steps 300 --seeds 3 --plot docs/images/x.png
+    python bench/convergence.py                       # hybrid-tiny + mamba-tiny, 400 steps of 8x256, 3 seeds
+    python bench/convergence.py --quick               # 80 steps of 8x64, 2 seeds
+    python bench/convergence.py --out results/conv    # run again with the same --out: finished runs are skipped
+    python bench/convergence.py --variant perblock --extra "--foo 1"   # Muon runs get extra mamba-train flags
 
-Method, per model size (both optimizers on the same data order and initial weights for a given seed):
-1. Tune AdamW (the ``demo`` preset: wd 0.1, betas 0.9/0.95, cosine, 10% warmup, clip 1.0) over an lr grid
-   (default 1e-3, 2e-3, 4e-3; seed 0). If the best lr is at the grid's edge, one more point beyond it is run.
-2. Tune Muon (``muon_demo``: wd 0.01, momentum 0.85 -> 0.95 over 15% of the run, Nesterov, NS5) over its matrix
-   lr grid (default 1e-2, 2e-2, 4e-2), with its AdamW side (embeddings, norms, SSM scalars) at AdamW's tuned lr.
-3. Both again at their tuned lrs with seeds 1..k-1 (seed 0 is reused from the grid).
-4. Per seed: target = AdamW's final val loss (at step S); Muon's steps-to-target = the first crossing of its eval
-   curve (linear between evals); ratio = steps-to-target / S (< 1: Muon is faster; "not reached" counts as > 1).
-   Caveat: both runs use a cosine schedule over S steps, so Muon's loss at step s < S is that of an unannealed run;
-   the ratio is conservative for Muon (a run scheduled to end at s would be lower there).
-5. Equal wall-clock: each optimizer's val loss at T = min(training seconds of the two runs) (evals excluded),
-   interpolated over its eval points.
+Every run is one ``mamba-train`` process (``python -m mamba_trainer.train``): ``MuonTrainer``, the CLI's data
+pipeline (bundled math, packed), its callbacks (momentum ramp, run log, divergence stop) and the ``demo`` /
+``muon_demo`` presets, with ``--max_steps``, ``--learning_rate``, ``--seed`` and the eval cadence set here. The
+presets' warmup (10% of the run) and momentum ramp (15%) are scaled to ``--steps``. One seed means the same initial
+weights (``build_model(seed=)``) and the same data order (the Trainer's seeded sampler) for both optimizers.
+The held-out set is the CLI's seeded split too, so it differs between seeds (not between optimizers): the seed
+spread includes the eval set's.
 
-It uses the project's model builder, bundled data pipeline, optimizer factory (``build_optimizer``), LR schedule
-(``transformers.get_scheduler``) and momentum ramp, in a short loop of its own rather than ``mamba-train`` (no
-start-up cost per run). Val loss: mean cross-entropy per target token on a fixed held-out set. Timings on a shared
-machine are noisy; the load average is recorded. One thread by default: on a shared 2-core machine, two torch
-threads made a hybrid-tiny step 6-10x slower (12-30 s instead of ~2 s) once other processes competed for the cores.
-Cost on the shared 2-core dev box (load average 3-6 from other jobs): ``--quick`` (19 runs, 1,520 steps of 8x64
-tokens) took 30 min; a hybrid-tiny 8x128 step took ~2 s there, so the full default (20-24 runs, 3,000-3,600 steps
-of 8x128) needs roughly 2 h under that load. Its idle-machine time was not measured.
+Method, per model size:
+1. Tune AdamW over its lr grid (seed 0); a best lr on the grid's edge adds the next point beyond it (repeatedly,
+   up to ``--max_extend`` points).
+2. Tune Muon's matrix lr the same way, its AdamW side (embeddings, norms, SSM scalars) at AdamW's tuned lr.
+3. Both again at their tuned lrs with seeds 1..k-1.
+4. Per seed: target = AdamW's final eval loss. Steps ratio = Muon's first crossing of the target on its eval curve
+   (linear between evals) / AdamW's steps; time-to-target ratio = Muon's training seconds at that crossing / AdamW's
+   training seconds for the whole run. Training seconds = the run log's ``elapsed_s`` minus every ``eval_runtime``
+   logged so far (checkpoint saves are off), so evaluations are excluded. "Not reached" counts as > 1.
+   Caveat: both runs anneal over the full run, so the ratio is conservative for Muon.
+Time ratios only mean something when each run had the machine to itself (the load average is recorded per run).
+
+Runs live in ``<out>/<size>/<name>/`` (the run folders mamba-train writes) with the log next to them. AdamW runs are
+shared by every ``--variant``; Muon runs carry the variant in their name. Extra flags go to Muon runs only.
 """
 
 from __future__ import annotations
@@ -33,52 +35,37 @@ import argparse
 import json
 import math
 import os
-import platform
+import shlex
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import torch
-import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from configs.model_configs import get_training_config  # noqa: E402
-from optimizers import momentum_at_step  # noqa: E402
 
 DEFAULT_SIZES = ("hybrid-tiny", "mamba-tiny")
+PRESETS = {"adamw": "demo", "muon": "muon_demo"}
 
 
 # ---- pure helpers -----------------------------------------------------------------------------------------------
-def steps_to_reach(curve: list[tuple[int, float]], target: float) -> float | None:
-    """First step at which ``curve`` [(step, loss)] reaches ``target``, linear between points; None if never.
+def steps_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
+    """First x at which ``curve`` [(x, loss)] reaches ``target``, linear between points; None if never.
 
     >>> steps_to_reach([(0, 5.0), (10, 4.0), (20, 3.0)], 3.5)
     15.0
     >>> steps_to_reach([(0, 5.0), (10, 4.0)], 3.0) is None
     True
     """
+    if curve and curve[0][1] <= target:
+        return float(curve[0][0])
     for (s0, l0), (s1, l1) in zip(curve, curve[1:]):
         if l1 <= target:
-            if l0 <= target:
-                return float(s0)
             return s0 + (l0 - target) / (l0 - l1) * (s1 - s0)
-    return float(curve[0][0]) if curve and curve[0][1] <= target else None
-
-
-def value_at(xs: list[float], ys: list[float], x: float) -> float:
-    """Linear interpolation of (xs, ys) at x (clamped to the ends).
-
-    >>> value_at([0, 10], [4.0, 2.0], 5)
-    3.0
-    """
-    if x <= xs[0]:
-        return ys[0]
-    for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]):
-        if x <= x1:
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
-    return ys[-1]
+    return None
 
 
 def pick_best(results: dict[float, float]) -> tuple[float, bool]:
@@ -87,8 +74,23 @@ def pick_best(results: dict[float, float]) -> tuple[float, bool]:
     if not finite:
         raise RuntimeError("every lr diverged; lower the grid")
     best = min(finite, key=finite.get)
-    lrs = sorted(results)
-    return best, best in (lrs[0], lrs[-1])
+    return best, best in (min(results), max(results))
+
+
+def next_lr(results: dict[float, float], factor: float) -> float | None:
+    """The lr to try next when the best one sits on the grid's edge (one ``factor`` beyond it), else None.
+
+    >>> next_lr({1e-3: 3.0, 2e-3: 2.9, 4e-3: 2.8}, 2.0)
+    0.008
+    >>> next_lr({1e-3: 2.7, 2e-3: 2.9}, 2.0)
+    0.0005
+    >>> next_lr({1e-3: 3.0, 2e-3: 2.8, 4e-3: 2.9}, 2.0) is None
+    True
+    """
+    best, edge = pick_best(results)
+    if not edge or len(results) < 2:
+        return None
+    return best * factor if best == max(results) else best / factor
 
 
 def mean_spread(values: list[float]) -> dict:
@@ -96,149 +98,158 @@ def mean_spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "n": len(values), "values": values}
 
 
-# ---- training ---------------------------------------------------------------------------------------------------
-class Data:
-    """Packed bundled-math blocks (train) and a fixed held-out set (eval), as tensors."""
-
-    def __init__(self, seq_len: int, eval_sequences: int):
-        from mamba_trainer.data import build_datasets
-        from mamba_trainer.tokenizer import load_tokenizer
-
-        self.tokenizer = load_tokenizer("bundled")
-        train, evals, info = build_datasets(self.tokenizer, max_seq_length=seq_len, max_eval_examples=4 * eval_sequences,
-                                            seed=0)
-        self.train_ids = torch.tensor(train["input_ids"])
-        self.train_labels = torch.tensor(train["labels"])
-        self.eval_ids = torch.tensor(evals["input_ids"][:eval_sequences])
-        self.eval_labels = torch.tensor(evals["labels"][:eval_sequences])
-        self.info = {"train_sequences": len(train), "eval_sequences": len(self.eval_ids), "seq_len": seq_len,
-                     "eval_target_tokens": int((self.eval_labels[:, 1:] != -100).sum())}
+def run_name(kind: str, lr: float, seed: int, variant: str = "") -> str:
+    """Folder name of one run; AdamW runs carry no variant, so every variant reuses them."""
+    tag = f"_{variant}" if variant and kind == "muon" else ""
+    return f"{kind}{tag}_lr{lr:g}_seed{seed}"
 
 
-@torch.no_grad()
-def evaluate(model, data: Data, batch: int) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    for i in range(0, len(data.eval_ids), batch):
-        ids, labels = data.eval_ids[i:i + batch], data.eval_labels[i:i + batch]
-        logits = model(input_ids=ids).logits[:, :-1].float()
-        target = labels[:, 1:]
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), target.reshape(-1), ignore_index=-100,
-                                 reduction="sum").item()
-        count += int((target != -100).sum())
-    model.train()
-    return total / count
+def log_path(run_dir: Path) -> Path:
+    return Path(run_dir).parent / f"{Path(run_dir).name}.log"  # not with_suffix: the lr's "." is no suffix
 
 
-def train_run(size: str, kind: str, lr: float, seed: int, data: Data, cfg: SimpleNamespace,
-              adamw_lr: float | None = None) -> dict:
-    """One run; returns its eval curve [(step, train_seconds, val_loss)] and timing."""
-    from transformers import get_scheduler
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    from mamba_trainer.models import build_model
-    from mamba_trainer.trainer import build_optimizer
 
-    preset = get_training_config("muon_demo" if kind == "muon" else "demo")
-    tok = data.tokenizer
-    model = build_model(size, vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                        eos_token_id=tok.eos_token_id, seed=seed)
-    model.train()
-    args = SimpleNamespace(learning_rate=lr, weight_decay=preset["weight_decay"], adam_beta1=preset["adam_beta1"],
-                           adam_beta2=preset["adam_beta2"], adam_epsilon=preset["adam_epsilon"])
-    muon = {}
+def run_status(records: list[dict]) -> str | None:
+    """The ``end`` event's reason ("completed", "diverged", "stopped", ...), or None while/if the run never ended."""
+    ends = [r for r in records if r.get("event") == "end"]
+    return ends[-1].get("reason") if ends else None
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run to skip on resume: it ended and its result is final (a divergence is a result, a stop is not)."""
+    status = run_status(read_metrics(run_dir))
+    return status == "diverged" or (status in ("completed",) and (Path(run_dir) / "final" / "config.json").is_file())
+
+
+def eval_curve(records: list[dict]) -> list[tuple[int, float, float]]:
+    """[(step, training seconds, eval loss)] from a run's metrics.jsonl records.
+
+    ``elapsed_s`` counts from the start of training and includes every evaluation so far (it is logged after the
+    eval), so training seconds = elapsed_s - the sum of eval_runtime up to and including this one.
+
+    >>> eval_curve([{"step": 0, "elapsed_s": 2.0, "eval_loss": 6.9, "eval_runtime": 2.0},
+    ...             {"step": 10, "elapsed_s": 12.0, "loss": 5.0},
+    ...             {"step": 10, "elapsed_s": 15.0, "eval_loss": 4.0, "eval_runtime": 2.5}])
+    [(0, 0.0, 6.9), (10, 10.5, 4.0)]
+    """
+    curve, eval_seconds = [], 0.0
+    for record in records:
+        if "eval_loss" in record:
+            eval_seconds += float(record.get("eval_runtime", 0.0))
+            seconds = max(float(record["elapsed_s"]) - eval_seconds, 0.0)
+            curve.append((int(record["step"]), round(seconds, 3), float(record["eval_loss"])))
+    return curve
+
+
+def summarize_run(records: list[dict]) -> dict:
+    curve = eval_curve(records)
+    status = run_status(records)
+    final = curve[-1][2] if curve and status == "completed" else math.inf
+    steps = curve[-1][0] if curve else 0
+    seconds = curve[-1][1] if curve else 0.0
+    return {"curve": curve, "final": final, "status": status, "steps": steps, "train_seconds": seconds,
+            "s_per_step": seconds / steps if steps else None}
+
+
+def compare(adamw_runs: list[dict], muon_runs: list[dict]) -> dict:
+    """Per seed (paired by position): steps ratio, time-to-target ratio and final-loss gap, then mean ± spread."""
+    steps_r, time_r, gaps = [], [], []
+    for a, m in zip(adamw_runs, muon_runs):
+        target = a["final"]
+        s = steps_to_reach([(st, loss) for st, _, loss in m["curve"]], target)
+        t = steps_to_reach([(sec, loss) for _, sec, loss in m["curve"]], target)
+        steps_r.append(s / a["steps"] if s is not None and a["steps"] else math.inf)
+        time_r.append(t / a["train_seconds"] if t is not None and a["train_seconds"] else math.inf)
+        gaps.append(m["final"] - a["final"])
+
+    def summary(values):
+        finite = [v for v in values if math.isfinite(v)]  # over the seeds that reached the target
+        return {**mean_spread(finite), "reached": len(finite), "of": len(values)} if finite else None
+
+    return {"steps_ratio": summary(steps_r), "time_ratio": summary(time_r), "final_gap": summary(gaps),
+            "steps_ratios": steps_r, "time_ratios": time_r,
+            "adamw_final": mean_spread([a["final"] for a in adamw_runs]),
+            "muon_final": mean_spread([m["final"] for m in muon_runs])}
+
+
+def train_flags(size: str, kind: str, lr: float, seed: int, cfg, run_dir: Path, adamw_lr: float | None) -> list[str]:
+    """mamba-train flags of one run: the preset, then only what this bench changes."""
+    preset = get_training_config(PRESETS[kind])
+    warmup = round(cfg.steps * preset["warmup_steps"] / preset["max_steps"])
+    flags = ["--model_size", size, "--training_preset", PRESETS[kind], "--optimizer", kind,
+             "--dataset", "bundled-math", "--output_dir", str(run_dir), "--seed", str(seed),
+             "--learning_rate", f"{lr:g}", "--max_steps", str(cfg.steps), "--warmup_steps", str(warmup),
+             "--per_device_train_batch_size", str(cfg.batch), "--gradient_accumulation_steps", "1",
+             "--max_seq_length", str(cfg.seq_len), "--max_eval_examples", str(cfg.eval_examples),
+             "--eval_strategy", "steps", "--eval_steps", str(cfg.eval_every), "--eval_on_start", "true",
+             "--logging_steps", str(cfg.eval_every), "--save_strategy", "no", "--disable_tqdm", "true"]
     if kind == "muon":
-        muon = dict(momentum=preset["momentum"], nesterov=preset["nesterov"], backend=preset["backend"],
-                    ns_steps=preset["ns_steps"], adjust_lr=preset["adjust_lr"], adamw_lr=adamw_lr,
-                    beta2=preset["muon_beta2"])
-    optimizer = build_optimizer(model, kind, args, verbose=False, **muon)
-    steps = cfg.steps
-    # the presets' warmup (20 of 200 steps) and momentum ramp (30 of 200) as fractions of this run
-    warmup = round(steps * preset["warmup_steps"] / preset["max_steps"])
-    ramp = round(steps * preset["momentum_warmup_steps"] / preset["max_steps"])
-    scheduler = get_scheduler(preset["lr_scheduler_type"], optimizer, num_warmup_steps=warmup, num_training_steps=steps)
-    order = torch.randperm(len(data.train_ids), generator=torch.Generator().manual_seed(seed))
-    curve = [(0, 0.0, evaluate(model, data, cfg.batch))]
-    seconds, step_times, diverged = 0.0, [], None
-    for step in range(steps):
-        idx = order[(step * cfg.batch) % len(order):][:cfg.batch]
-        started = time.perf_counter()
-        if kind == "muon":
-            for group in optimizer.param_groups:
-                if group.get("use_muon"):
-                    group["momentum"] = momentum_at_step(step, preset["momentum_warmup_start"], preset["momentum"], ramp)
-        loss = model(input_ids=data.train_ids[idx], labels=data.train_labels[idx]).loss
-        if not math.isfinite(loss.item()):
-            diverged = f"loss {loss.item()} at step {step + 1}"
-            break
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), preset["max_grad_norm"])
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        elapsed = time.perf_counter() - started
-        seconds += elapsed
-        step_times.append(elapsed)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == steps:
-            curve.append((step + 1, round(seconds, 3), evaluate(model, data, cfg.batch)))
-    final = curve[-1][2] if diverged is None else math.inf
-    return {"size": size, "kind": kind, "lr": lr, "adamw_lr": adamw_lr, "seed": seed, "curve": curve,
-            "final": final, "train_seconds": seconds, "median_step_s": statistics.median(step_times) if step_times else None,
-            "diverged": diverged}
+        ramp = round(cfg.steps * preset["momentum_warmup_steps"] / preset["max_steps"])
+        flags += ["--momentum_warmup_steps", str(ramp)]
+        flags += ["--adamw_lr", f"{adamw_lr:g}"] if adamw_lr is not None else []
+        flags += shlex.split(cfg.extra)
+    return flags
 
 
+# ---- running ----------------------------------------------------------------------------------------------------
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def tune(size: str, kind: str, grid: list[float], data: Data, cfg, runs: list, adamw_lr=None) -> float:
-    results = {}
+def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float | None = None) -> dict:
+    """One mamba-train process (skipped when its folder already holds a finished run); returns its summary."""
+    run_dir = Path(cfg.out) / size / run_name(kind, lr, seed, cfg.variant)
+    if is_complete(run_dir):
+        log(f"{run_dir.name}: done before, reusing it")
+    else:
+        if run_dir.exists():  # a run cut short: its timing is unusable, so it starts again from scratch
+            shutil.rmtree(run_dir)
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        flags = train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr)
+        env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+        load = os.getloadavg()
+        with open(log_path(run_dir), "w") as handle:
+            handle.write(shlex.join(["mamba-train", *flags]) + f"\n# load average at start: {load}\n")
+            handle.flush()
+            rc = subprocess.run([sys.executable, "-m", "mamba_trainer.train", *flags], cwd=ROOT, env=env,
+                                stdout=handle, stderr=subprocess.STDOUT).returncode
+        if rc not in (0, 3):  # 3: diverged, a result; anything else is a broken run
+            raise RuntimeError(f"{run_dir.name} failed (exit {rc}); see {log_path(run_dir)}")
+    r = {"size": size, "kind": kind, "lr": lr, "seed": seed, "adamw_lr": adamw_lr, "run_dir": str(run_dir),
+         **summarize_run(read_metrics(run_dir))}
+    log(f"{size} {kind} lr {lr:g} seed {seed}: final eval loss {r['final']:.4f} ({r['status']}, "
+        f"{r['train_seconds']:.0f}s training)")
+    return r
 
-    def one(lr):
-        r = train_run(size, kind, lr, 0, data, cfg, adamw_lr)
+
+def tune(size: str, kind: str, grid: list[float], cfg, runs: list, adamw_lr=None) -> float:
+    results = {}
+    for lr in grid:
+        r = train_run(size, kind, lr, 0, cfg, adamw_lr)
         runs.append(r)
         results[lr] = r["final"]
-        log(f"{size} {kind} lr {lr:g} seed 0: final val loss {r['final']:.4f} "
-            f"({r['train_seconds']:.0f}s, {r['median_step_s']:.3f}s/step)"
-            + (f" DIVERGED {r['diverged']}" if r["diverged"] else ""))
-
-    for lr in grid:
-        one(lr)
+    factor = grid[1] / grid[0] if len(grid) > 1 else 2.0
+    for _ in range(cfg.max_extend if cfg.extend else 0):
+        lr = next_lr(results, factor)
+        if lr is None:
+            break
+        log(f"{size} {kind}: best lr is at the grid edge; trying {lr:g}")
+        r = train_run(size, kind, lr, 0, cfg, adamw_lr)
+        runs.append(r)
+        results[lr] = r["final"]
     best, edge = pick_best(results)
-    if edge and cfg.extend:
-        factor = grid[1] / grid[0] if len(grid) > 1 else 2.0
-        nxt = best * factor if best == max(results) else best / factor
-        log(f"{size} {kind}: best lr {best:g} is at the grid edge; trying {nxt:g}")
-        one(nxt)
-        best, edge = pick_best(results)
     log(f"{size} {kind}: tuned lr {best:g}" + (" (still at the grid edge)" if edge else ""))
     return best
 
 
-def compare(size: str, adamw_runs: list[dict], muon_runs: list[dict], steps: int) -> dict:
-    ratios, reached, at_time, time_ratio = [], [], {"adamw": [], "muon": []}, []
-    for a, m in zip(adamw_runs, muon_runs):
-        target = a["final"]
-        s = steps_to_reach([(st, loss) for st, _, loss in m["curve"]], target)
-        reached.append(s is not None)
-        ratios.append(s / steps if s is not None else math.inf)
-        t = min(a["train_seconds"], m["train_seconds"])
-        for key, run in (("adamw", a), ("muon", m)):
-            at_time[key].append(value_at([c[1] for c in run["curve"]], [c[2] for c in run["curve"]], t))
-        time_ratio.append(m["median_step_s"] / a["median_step_s"])
-    finite = [r for r in ratios if math.isfinite(r)]  # the summary is over the seeds that reached the target
-    return {
-        "size": size, "adamw_lr": adamw_runs[0]["lr"], "muon_lr": muon_runs[0]["lr"],
-        "adamw_final": mean_spread([a["final"] for a in adamw_runs]),
-        "muon_final": mean_spread([m["final"] for m in muon_runs]),
-        "ratio": mean_spread(finite) if finite else None, "ratios": ratios, "reached": reached,
-        "equal_time_adamw": mean_spread(at_time["adamw"]), "equal_time_muon": mean_spread(at_time["muon"]),
-        "step_time_ratio": mean_spread(time_ratio),
-        "adamw_step_s": mean_spread([a["median_step_s"] for a in adamw_runs]),
-        "muon_step_s": mean_spread([m["median_step_s"] for m in muon_runs]),
-    }
-
-
-def plot(summary: list[dict], runs: list[dict], path: Path, steps: int) -> None:
+def plot(summary: list[dict], runs: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,128 +258,107 @@ def plot(summary: list[dict], runs: list[dict], path: Path, steps: int) -> None:
     fig, axes = plt.subplots(len(summary), 2, figsize=(13, 4.3 * len(summary)), squeeze=False)
     colors = {"adamw": "#d95f02", "muon": "#1b9e77"}
     for row, s in enumerate(summary):
-        for kind, lr in (("adamw", s["adamw_lr"]), ("muon", s["muon_lr"])):
-            mine = [r for r in runs if r["size"] == s["size"] and r["kind"] == kind and r["lr"] == lr]
+        for kind in ("adamw", "muon"):
+            mine = [r for r in runs if r["size"] == s["size"] and r["kind"] == kind and r["lr"] == s[f"{kind}_lr"]]
             mine = sorted({r["seed"]: r for r in mine}.values(), key=lambda r: r["seed"])
-            label = f"{'AdamW' if kind == 'adamw' else 'Muon'} (lr {lr:g}, {len(mine)} seeds)"
-            for col, xi in enumerate((0, 1)):
-                ax = axes[row][col]
+            label = f"{'AdamW' if kind == 'adamw' else 'Muon'} (lr {s[f'{kind}_lr']:g}, {len(mine)} seeds)"
+            for col in (0, 1):
                 for i, r in enumerate(mine):
-                    ax.plot([c[xi] for c in r["curve"]], [c[2] for c in r["curve"]], color=colors[kind],
-                            alpha=0.9 if i == 0 else 0.45, lw=1.8 if i == 0 else 1.0, label=label if i == 0 else None)
+                    points = r["curve"][1:]  # step 0 (~ln vocab) would squash the rest
+                    axes[row][col].plot([c[col] for c in points], [c[2] for c in points], color=colors[kind],
+                                        alpha=0.9 if i == 0 else 0.45, lw=1.8 if i == 0 else 1.0,
+                                        label=label if i == 0 else None)
         target = s["adamw_final"]["mean"]
-        for col in (0, 1):
+        sr, tr = s["steps_ratio"], s["time_ratio"]
+        text = (f"steps ratio {sr['mean']:.2f} ± {sr['std']:.2f} ({sr['reached']}/{sr['of']} seeds)" if sr
+                else "Muon does not reach AdamW's final loss")
+        ttext = f"time-to-target ratio {tr['mean']:.2f} ± {tr['std']:.2f}" if tr else "target not reached"
+        for col, (xlabel, title) in enumerate((("optimizer step", text), ("training seconds (evals excluded)", ttext))):
             ax = axes[row][col]
             ax.axhline(target, color="#555555", ls=":", lw=1, label=f"AdamW final (mean) {target:.3f}")
-            ax.set_ylabel("val loss (nats/token)")
+            ax.set(xlabel=xlabel, ylabel="eval loss (nats/token)", title=f"{s['size']}: {title}")
             ax.grid(alpha=0.3)
-            shown = [r for r in runs if r["size"] == s["size"] and r["lr"] in (s["adamw_lr"], s["muon_lr"])]
-            losses = [c[2] for r in shown for c in r["curve"][1:] if math.isfinite(c[2])]
-            early = [r["curve"][1][2] for r in shown if len(r["curve"]) > 2 and math.isfinite(r["curve"][1][2])]
-            if losses and early:  # from the first eval after step 0 down: the start (~ln vocab) would squash the rest
-                ax.set_ylim(min(losses) - 0.05, max(early) + 0.05)
-        ratio = s["ratio"]
-        text = (f"Muon reaches AdamW's final loss at {ratio['mean']:.2f} x its steps (± {ratio['std']:.2f}, "
-                f"{sum(s['reached'])}/{len(s['reached'])} seeds)" if ratio else "Muon does not reach AdamW's final loss")
-        axes[row][0].set_title(f"{s['size']}: val loss vs step\n{text}", fontsize=10)
-        axes[row][0].set_xlabel("optimizer step")
-        if ratio:
-            axes[row][0].axvline(ratio["mean"] * steps, color=colors["muon"], ls="--", lw=1)
-        axes[row][1].set_title(f"{s['size']}: val loss vs training seconds (evals excluded)\n"
-                               f"equal time: Muon {s['equal_time_muon']['mean']:.3f} vs AdamW "
-                               f"{s['equal_time_adamw']['mean']:.3f}; "
-                               f"Muon step = {s['step_time_ratio']['mean']:.2f} x AdamW's",
-                               fontsize=10)
-        axes[row][1].set_xlabel("training seconds on this machine")
-        axes[row][0].legend(fontsize=8)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def table(summary: list[dict], cfg) -> str:
-    def ms(d, digits=3):
-        return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}"
+def table(summary: list[dict]) -> str:
+    def ms(d, digits=2):
+        if not d:
+            return "not reached"
+        partial = f" ({d['reached']}/{d['of']} seeds)" if d.get("reached", 0) < d.get("of", 0) else ""
+        return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}{partial}"
 
-    lines = ["| model | AdamW lr | Muon lr | AdamW final val loss | Muon final val loss | steps ratio (Muon/AdamW) "
-             "| per-seed ratios | val loss at equal time: AdamW / Muon | Muon step time / AdamW |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | variant | AdamW lr | Muon lr | AdamW final | Muon final | final gap (Muon-AdamW) "
+             "| steps ratio | time-to-target ratio | per-seed steps ratios |", "|---" * 10 + "|"]
     for s in summary:
-        ratio = ms(s["ratio"], 2) if s["ratio"] else "not reached"
-        if s["ratio"] and not all(s["reached"]):
-            ratio += f" ({sum(s['reached'])}/{len(s['reached'])} seeds reached)"
-        per = ", ".join(f"{r:.2f}" if math.isfinite(r) else "> 1" for r in s["ratios"])
-        lines.append(f"| {s['size']} | {s['adamw_lr']:g} | {s['muon_lr']:g} | {ms(s['adamw_final'])} | "
-                     f"{ms(s['muon_final'])} | {ratio} | {per} | {s['equal_time_adamw']['mean']:.3f} / "
-                     f"{s['equal_time_muon']['mean']:.3f} | {ms(s['step_time_ratio'], 2)} |")
+        per = ", ".join(f"{r:.2f}" if math.isfinite(r) else "> 1" for r in s["steps_ratios"])
+        lines.append(f"| {s['size']} | {s['variant'] or 'default'} | {s['adamw_lr']:g} | {s['muon_lr']:g} | "
+                     f"{ms(s['adamw_final'], 3)} | {ms(s['muon_final'], 3)} | {ms(s['final_gap'], 3)} | "
+                     f"{ms(s['steps_ratio'])} | {ms(s['time_ratio'])} | {per} |")
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    cpu = "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "load_average": os.getloadavg()}
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Muon vs AdamW convergence on the bundled data (CPU-sized).")
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Muon vs AdamW convergence through mamba-train (CPU-sized).")
     p.add_argument("--sizes", default=",".join(DEFAULT_SIZES), help="model sizes (default: hybrid-tiny,mamba-tiny)")
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps per run")
+    p.add_argument("--steps", type=int, default=400, help="optimizer steps per run")
     p.add_argument("--batch", type=int, default=8, help="sequences per step")
-    p.add_argument("--seq_len", type=int, default=128, help="tokens per sequence")
-    p.add_argument("--eval_every", type=int, default=10, help="steps between evaluations")
-    p.add_argument("--eval_sequences", type=int, default=64, help="held-out sequences in the fixed eval set")
+    p.add_argument("--seq_len", type=int, default=256, help="tokens per sequence")
+    p.add_argument("--eval_every", type=int, default=25, help="steps between evaluations")
+    p.add_argument("--eval_examples", type=int, default=128, help="held-out examples (--max_eval_examples)")
     p.add_argument("--seeds", type=int, default=3, help="seeds at the tuned lrs (seed 0 is the tuning run)")
     p.add_argument("--adamw_lrs", default="1e-3,2e-3,4e-3", help="AdamW lr grid (demo preset: 2e-3)")
     p.add_argument("--muon_lrs", default="1e-2,2e-2,4e-2", help="Muon matrix lr grid (muon_demo preset: 2e-2)")
     p.add_argument("--no_extend", dest="extend", action="store_false", help="no extra lr when the best is at an edge")
-    p.add_argument("--quick", action="store_true", help="80 steps of 8x64 tokens, 2 seeds")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1; see the module docstring)")
-    p.add_argument("--out", default=None, help="folder for results.json and the plot (default results/convergence_<time>)")
-    p.add_argument("--plot", default=None, help="also save the plot here (e.g. docs/images/convergence_muon_vs_adamw.png)")
+    p.add_argument("--max_extend", type=int, default=2, help="at most this many points added beyond the grid")
+    p.add_argument("--variant", default="", help="name of this Muon variant (folder names, table)")
+    p.add_argument("--extra", default="", help='extra mamba-train flags for the Muon runs, e.g. "--ns_steps 3"')
+    p.add_argument("--quick", action="store_true", help="80 steps of 8x64 tokens, eval every 10, 2 seeds")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
+    p.add_argument("--out", default=None, help="folder of the runs and results (default results/convergence_<time>)")
+    p.add_argument("--plot", default=None, help="also save the plot here (e.g. docs/images/convergence.png)")
     cfg = p.parse_args(argv)
     if cfg.quick:
-        cfg.steps, cfg.seq_len, cfg.seeds = 80, 64, 2
-    torch.set_num_threads(cfg.threads)
-    sizes = [s for s in cfg.sizes.split(",") if s]
-    out = Path(cfg.out or f"results/convergence_{time.strftime('%Y%m%d_%H%M%S')}")
+        cfg.steps, cfg.seq_len, cfg.seeds, cfg.eval_every = 80, 64, 2, 10
+    if cfg.extra and not cfg.variant:
+        p.error("--extra needs --variant NAME, so these Muon runs do not reuse the default variant's folders")
+    cfg.out = cfg.out or f"results/convergence_{time.strftime('%Y%m%d_%H%M%S')}"
+    return cfg
+
+
+def main(argv=None) -> int:
+    cfg = parse(argv)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    command = " ".join(["python", "bench/convergence.py", *(argv or sys.argv[1:])])
-    info = {"machine_start": machine(), "args": vars(cfg), "command": command}
-    log(f"machine: {info['machine_start']}")
-    data = Data(cfg.seq_len, cfg.eval_sequences)
-    info["data"] = data.info
-    log(f"data: {data.info}")
+    info = {"command": shlex.join(["python", "bench/convergence.py", *(sys.argv[1:] if argv is None else argv)]),
+            "args": vars(cfg), "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
     runs, summary = [], []
-    for size in sizes:
-        adamw_lr = tune(size, "adamw", [float(x) for x in cfg.adamw_lrs.split(",")], data, cfg, runs)
-        muon_lr = tune(size, "muon", [float(x) for x in cfg.muon_lrs.split(",")], data, cfg, runs, adamw_lr=adamw_lr)
+    for size in [s for s in cfg.sizes.split(",") if s]:
+        adamw_lr = tune(size, "adamw", [float(x) for x in cfg.adamw_lrs.split(",")], cfg, runs)
+        muon_lr = tune(size, "muon", [float(x) for x in cfg.muon_lrs.split(",")], cfg, runs, adamw_lr=adamw_lr)
         pick = {}
         for kind, lr in (("adamw", adamw_lr), ("muon", muon_lr)):
-            pick[kind] = [next(r for r in runs
-                               if r["size"] == size and r["kind"] == kind and r["lr"] == lr and r["seed"] == 0)]
+            pick[kind] = [next(r for r in runs if r["size"] == size and r["kind"] == kind and r["lr"] == lr)]
             for seed in range(1, cfg.seeds):
-                r = train_run(size, kind, lr, seed, data, cfg, adamw_lr if kind == "muon" else None)
-                runs.append(r)
-                pick[kind].append(r)
-                log(f"{size} {kind} lr {lr:g} seed {seed}: final val loss {r['final']:.4f} ({r['train_seconds']:.0f}s)")
-        s = compare(size, pick["adamw"], pick["muon"], cfg.steps)
+                pick[kind].append(train_run(size, kind, lr, seed, cfg, adamw_lr if kind == "muon" else None))
+                runs.append(pick[kind][-1])
+        s = {"size": size, "variant": cfg.variant, "adamw_lr": adamw_lr, "muon_lr": muon_lr,
+             **compare(pick["adamw"], pick["muon"])}
         summary.append(s)
-        log(f"{size}: steps ratio {s['ratio']['mean'] if s['ratio'] else 'not reached'}; per seed {s['ratios']}")
+        log(f"{size}: steps ratios {s['steps_ratios']}, time ratios {s['time_ratios']}")
         (out / "results.json").write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1, default=str))
-    info["machine_end"] = machine()
+    info["load_average_end"] = os.getloadavg()
     info["wall_minutes"] = round((time.time() - started) / 60, 1)
     (out / "results.json").write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1, default=str))
-    plot(summary, runs, out / "convergence.png", cfg.steps)
+    plot(summary, runs, out / "convergence.png")
     if cfg.plot:
-        plot(summary, runs, Path(cfg.plot), cfg.steps)
-    md = table(summary, cfg)
+        plot(summary, runs, Path(cfg.plot))
+    md = table(summary)
     (out / "summary.md").write_text(md + "\n")
     print(md)
     log(f"done in {info['wall_minutes']} min; results in {out}")

@@ -84,11 +84,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def gemm_rate(dtype: torch.dtype, device: torch.device, n: int = 1024, reps: int = 5) -> float:
-    """GEMM FLOP/s in ``dtype`` now (median of ``reps``; 4096² on CUDA, where 1024² is launch-bound)."""
+def gemm_rate(dtype: torch.dtype, device: torch.device, n: int = 1024, reps: int = 10) -> float:
+    """GEMM FLOP/s in ``dtype`` now (best of ``reps`` after 3 warm-ups: the machine's rate, not its load;
+    4096² on CUDA, where 1024² is launch-bound)."""
     n = 4096 if device.type == "cuda" else n
     a, b = torch.randn(n, n, device=device).to(dtype), torch.randn(n, n, device=device).to(dtype)
-    a @ b
+    for _ in range(3):
+        a @ b
     times = []
     for _ in range(reps):
         sync(device)
@@ -96,7 +98,7 @@ def gemm_rate(dtype: torch.dtype, device: torch.device, n: int = 1024, reps: int
         a @ b
         sync(device)
         times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
+    return 2 * n**3 / min(times)
 
 
 def mode_dtype_method(kwargs, device: torch.device = torch.device("cpu")) -> tuple[torch.dtype, str]:
@@ -205,6 +207,7 @@ def main(argv=None) -> None:
         opt.step()  # warm-up: state allocation, first-touch pages
         runs[label] = (opt, all_flops / ns_flops(sample_shape, 5, torch.bfloat16, "plain") if sampled else 1.0)
     times = {label: [] for label in labels}
+    rates_before = dict(rates)
     for _ in range(args.repeats):
         for label in labels:
             opt, scale = runs[label]  # scale: one sampled matrix -> the whole set, by FLOPs
@@ -214,6 +217,9 @@ def main(argv=None) -> None:
             sync(device)
             times[label].append((time.perf_counter() - t0) * scale)
 
+    rates = {dt: max(rate, gemm_rate(dt, device)) for dt, rate in rates_before.items()}  # probed again after
+    print(f"# GEMM rate used for the limits (best of the probes before and after): fp32 "
+          f"{rates[torch.float32] / 1e9:.0f}, bf16 {rates[torch.bfloat16] / 1e9:.0f} GFLOP/s")
     torch_label = next((l for l in labels if MODES[l] is None), None)
     print(f"\n# load average at the end: {os.getloadavg()[0]:.2f} (2.0 on 2 cores when only this runs)")
     print("| mode | dtype | step (ms) | vs torch.optim.Muon | NS GFLOP | FLOP limit (ms) | step / limit | "

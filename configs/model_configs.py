@@ -129,7 +129,7 @@ _POS, _NONNEG, _UNIT = dict(lo=0, lo_open=True), dict(lo=0), dict(lo=0, hi=1, hi
 
 #: training key -> rule; the keys are exactly BASE's (a test checks it).
 TRAINING_KEYS = {
-    "optimizer": _Choice("adamw", "muon"),
+    "optimizer": _Choice("adamw", "muon", "adamw_8bit"),  # = mamba_trainer.trainer.OPTIMIZER_TYPES (a test checks)
     "learning_rate": _Num(float, **_POS),
     "weight_decay": _Num(float, **_NONNEG),
     "max_steps": _Num(int, **_POS),
@@ -155,6 +155,10 @@ TRAINING_KEYS = {
     "momentum_warmup_start": _Num(float, **_UNIT),
     "momentum_warmup_steps": _Num(int, **_NONNEG),
     "muon_beta2": _Num(float, **_UNIT, nullable=True),
+    # = optimizers.precision.COMPUTE_DTYPES, newton_schulz.METHODS, factory.FUSED_MODES (a test checks)
+    "muon_compute_dtype": _Choice("auto", "float32", "bfloat16", "float16", "float64"),
+    "ns_method": _Choice("auto", "plain", "gram"),
+    "fused_blocks": _Choice("whole", "per_block"),
 }
 
 

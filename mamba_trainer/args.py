@@ -18,10 +18,17 @@ from dataclasses import dataclass, field, fields
 from transformers import HfArgumentParser, TrainingArguments
 
 from configs.model_configs import get_training_config, load_presets_file
+from optimizers import BACKENDS
+from optimizers.factory import FUSED_MODES
+from optimizers.functional import ADJUST_LR
+from optimizers.newton_schulz import METHODS
+from optimizers.precision import COMPUTE_DTYPES
 
 from .errors import UserError
+from .trainer import OPTIMIZER_TYPES
 
-OPTIMIZER_CHOICES = ("muon", "adamw", "adamw_8bit")
+# Choice lists live with the code that implements them; these are re-exported names, not copies.
+OPTIMIZER_CHOICES = OPTIMIZER_TYPES
 
 
 @dataclass
@@ -107,11 +114,12 @@ class RunArguments:
 class MuonArguments:
     momentum: float = field(default=0.95, metadata={"help": "Muon momentum after warmup."})
     nesterov: bool = field(default=True, metadata={"help": "Nesterov momentum in Muon."})
-    backend: str = field(default="newtonschulz5", metadata={"help": "Orthogonalization backend."})
+    backend: str = field(default="newtonschulz5",
+                         metadata={"help": "Orthogonalization backend.", "choices": sorted(BACKENDS)})
     ns_steps: int | None = field(default=None, metadata={"help": "Iterations of the backend (default: its own)."})
     adjust_lr: str = field(
         default="original",
-        metadata={"help": "Muon update scale.", "choices": ["original", "match_rms_adamw", "none"]},
+        metadata={"help": "Muon update scale.", "choices": list(ADJUST_LR)},
     )
     adamw_lr: float | None = field(
         default=None, metadata={"help": "lr of the AdamW side (embeddings, norms, ...) under Muon."}
@@ -121,6 +129,16 @@ class MuonArguments:
     )
     momentum_warmup_steps: int = field(default=0, metadata={"help": "Length of the momentum ramp (0 = constant)."})
     muon_beta2: float | None = field(default=None, metadata={"help": "NorMuon second-moment decay (None = off)."})
+    muon_compute_dtype: str = field(
+        default="auto", metadata={"help": "dtype of the orthogonalization; auto = bfloat16 on CUDA and on CPUs with "
+                                          "native bf16 GEMM (AVX-512 BF16/AMX), float32 elsewhere.",
+                                  "choices": list(COMPUTE_DTYPES)})
+    ns_method: str = field(
+        default="auto", metadata={"help": "Newton-Schulz form: plain, gram (Gram-space), or auto (gram where it "
+                                          "needs fewer FLOPs).", "choices": list(METHODS)})
+    fused_blocks: str = field(
+        default="whole", metadata={"help": "Fused projections (Mamba2 in_proj, gate_up_proj): orthogonalize whole or "
+                                           "per row block.", "choices": list(FUSED_MODES)})
 
 
 ARG_CLASSES = (ModelArguments, DataArguments, RunArguments, MuonArguments, TrainingArguments)
@@ -209,6 +227,17 @@ def preset_to_flags(preset: dict) -> list[str]:
     return argv
 
 
+def show_preset_in_help(parser: argparse.ArgumentParser, preset_name: str, preset: dict) -> None:
+    """Make ``--help`` show the values a run will use: the preset's (and FRAMEWORK_DEFAULTS'), not the dataclass
+    defaults it always replaces. Parsing is unchanged: the preset still arrives as flags placed first."""
+    values = {**FRAMEWORK_DEFAULTS, **{PRESET_RENAMES.get(k, k): v for k, v in preset.items() if v is not None}}
+    for action in parser._actions:
+        if action.dest in values:
+            action.default = values[action.dest]
+    parser.description = (f"Train a Mamba/hybrid model with Muon. Defaults shown are those of --training_preset "
+                          f"{preset_name} (pass --training_preset NAME --help to see another preset's).")
+
+
 def explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
     """The dest names the user actually typed (parse again with every default suppressed)."""
     saved = [(a, a.default) for a in parser._actions]
@@ -239,6 +268,7 @@ def parse_args(argv: list[str] | None = None) -> ParsedArgs:
     preset = get_training_config(preset_name)
 
     defaults = [item for key, value in FRAMEWORK_DEFAULTS.items() for item in (f"--{key}", str(value))]
+    show_preset_in_help(parser, preset_name, preset)
     full = defaults + preset_to_flags(preset) + argv
     namespace, unknown = parser.parse_known_args(full)
     if unknown:

@@ -100,8 +100,14 @@ def _load_local(data_dir: str | Path, split: str) -> tuple[datasets.Dataset, dat
     builder = builders.pop()
 
     def read(paths):
+        empty = [str(p) for p in paths if not p.read_bytes().strip()]
+        if empty:  # datasets' json builder meets an empty file with a bare StopIteration
+            raise UserError(f"{', '.join(empty)} is empty; put one JSON object per line in it "
+                            "(e.g. run prepare_cot_dataset.py) or point --data_dir at another file")
         try:
             return datasets.load_dataset(builder, data_files=[str(p) for p in paths], split="train")
+        except StopIteration:
+            raise UserError(f"{', '.join(map(str, paths))} holds no rows; check that it is valid {builder}") from None
         except datasets.exceptions.DatasetGenerationError as exc:
             raise UserError(f"could not read {', '.join(map(str, paths))} ({_one_line(exc.__cause__ or exc)}); "
                             f"check that it is valid {builder}") from exc
@@ -109,9 +115,35 @@ def _load_local(data_dir: str | Path, split: str) -> tuple[datasets.Dataset, dat
     return read(train_files), read([by_split[eval_name]]) if eval_name else None, source
 
 
+def local_data_path(name: str | Path | None) -> Path | None:
+    """The local file or folder a dataset name points to, or None for a Hub id / ``bundled-math``.
+
+    One rule for every CLI that names a dataset: an existing path wins over a Hub id of the same spelling
+    (``org/name`` folders are rare, and a user who has one means it); a name that looks like a path
+    (``./``, ``../``, ``/``, ``~``, or a data-file suffix) but does not exist is an error, not a Hub lookup.
+
+    >>> local_data_path("openai/gsm8k") is None and local_data_path("bundled-math") is None
+    True
+    """
+    if name is None or str(name) == BUNDLED:
+        return None
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if text.startswith(("./", "../", "/", "~")) or path.suffix in FILE_BUILDERS:
+        raise UserError(f"dataset {text}: no such file or folder; fix the path, or pass a Hugging Face Hub id "
+                        "such as openai/gsm8k")
+    return None
+
+
 def load_source(dataset: str | None = None, dataset_config: str | None = None, dataset_split: str = "train",
                 data_dir: str | Path | None = None) -> tuple[datasets.Dataset, datasets.Dataset | None, dict]:
-    """(raw train split, the source's own eval split or None, JSON-able description of the source)."""
+    """(raw train split, the source's own eval split or None, JSON-able description of the source).
+
+    ``dataset`` may also be a local file or folder (see ``local_data_path``): it is read like ``data_dir``."""
+    if data_dir is None and local_data_path(dataset) is not None:
+        data_dir, dataset = dataset, None
     if data_dir is not None:
         if dataset not in (None, BUNDLED):
             raise UserError(f"got both --dataset {dataset} and --data_dir {data_dir}; pass only one")

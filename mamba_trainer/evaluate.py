@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .answers import extract_answer, is_correct, majority_vote, normalize_number, pass_at_1, tally
 from .errors import UserError, run_cli
-from .rundir import FINAL_DIR, RUN_CONFIG, complete_checkpoints
+from .rundir import FINAL_DIR, RUN_CONFIG, checkpoints
 
 __all__ = ["EvalArguments", "ModelSpec", "combine_members", "dataset_label", "evaluate_models", "format_table",
            "gold_answer", "main", "output_path", "resolve_model", "score_question", "summarize", "tally"]
@@ -106,7 +106,7 @@ def resolve_model(arg: str) -> ModelSpec:
     elif (path / FINAL_DIR / "config.json").is_file():
         model_dir, run_dir = path / FINAL_DIR, path
     elif (path / RUN_CONFIG).is_file():
-        found = complete_checkpoints(path)
+        found = checkpoints(path)  # any checkpoint-N holds weights to evaluate, whole optimizer state or not
         hint = f"pass one of its checkpoints, e.g. --model {found[-1]}" if found else "it has no checkpoint either"
         raise UserError(f"--model {arg} is a run folder without {FINAL_DIR}/ (training not finished?); {hint}")
     else:

@@ -12,9 +12,11 @@ import os
 import platform
 import re
 import shutil
+import struct
 import subprocess
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
@@ -24,7 +26,7 @@ OPTIMIZER_FILE = "optimizer.json"
 ENVIRONMENT_FILE = "environment.json"
 METRICS_FILE = "metrics.jsonl"
 FINAL_DIR = "final"
-TRAINER_STATE = "trainer_state.json"  # written last by the HF Trainer: its presence marks a whole checkpoint
+TRAINER_STATE = "trainer_state.json"  # written last by the HF Trainer (see checkpoint_problem)
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -38,26 +40,91 @@ def default_run_name(model_size: str, optimizer: str, root: Path) -> str:
     return name
 
 
-def complete_checkpoints(run_dir: Path) -> list[Path]:
-    """``checkpoint-N`` folders that were written whole, oldest first."""
+#: Keys a resumable trainer_state.json must hold (HF Trainer reads them on resume).
+_STATE_KEYS = ("global_step", "log_history")
+#: Files written as zip archives by torch.save: a cut-short one lacks its central directory (kept at the end).
+_TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth", "training_args.bin")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why ``checkpoint-N`` cannot be resumed from (None: it was written whole).
+
+    The HF Trainer writes the weights, optimizer, scheduler and RNG state, then ``trainer_state.json`` last, so
+    a missing or unreadable state file means the save was cut short; a file torn by a kill or a full disk is
+    caught by reading each file's own framing (zip directory, safetensors header), not by loading it."""
+    folder = Path(folder)
+    state_path = folder / TRAINER_STATE
+    if not state_path.is_file():
+        return f"no {TRAINER_STATE} (its save was cut short)"
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return f"{TRAINER_STATE} is not valid JSON"
+    missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        return f"{TRAINER_STATE} lacks {', '.join(missing)}"
+    match = _CHECKPOINT_RE.match(folder.name)
+    if match and state["global_step"] != int(match.group(1)):
+        return f"{TRAINER_STATE} says step {state['global_step']}, not {match.group(1)}"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return "no model weights (*.safetensors)"
+    for path in weights:
+        problem = _safetensors_problem(path)
+        if problem:
+            return f"{path.name} {problem}"
+    for name in _TORCH_FILES:
+        path = folder / name
+        if name == "optimizer.pt" and not path.is_file():
+            return "no optimizer.pt"
+        if path.is_file() and not zipfile.is_zipfile(path):
+            return f"{name} is truncated or corrupt"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """A safetensors file is 8 bytes of header length, a JSON header, then the data it describes."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            header_len = struct.unpack("<Q", handle.read(8))[0]
+            if 8 + header_len > size:
+                return "is truncated"
+            header = json.loads(handle.read(header_len))
+    except (OSError, struct.error, ValueError):
+        return "is truncated or corrupt"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    return "is truncated" if 8 + header_len + end > size else None
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """Every ``checkpoint-N`` folder, oldest (lowest N) first."""
     found = []
     for child in Path(run_dir).iterdir() if Path(run_dir).is_dir() else []:
         match = _CHECKPOINT_RE.match(child.name)
-        if match and child.is_dir() and (child / TRAINER_STATE).is_file():
+        if match and child.is_dir():
             found.append((int(match.group(1)), child))
     return [path for _, path in sorted(found)]
 
 
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """``checkpoint-N`` folders that were written whole, oldest first."""
+    return [path for path in checkpoints(run_dir) if checkpoint_problem(path) is None]
+
+
 def set_aside_incomplete_checkpoints(run_dir: Path) -> list[str]:
-    """Rename ``checkpoint-N`` folders without trainer_state.json (a save cut short) so nothing resumes from them."""
+    """Rename the ``checkpoint-N`` folders a save left incomplete to ``checkpoint-N.incomplete`` so nothing
+    (the Trainer's rotation included) takes them for checkpoints; returns ``"checkpoint-N: why"`` lines."""
     moved = []
-    for child in sorted(Path(run_dir).glob("checkpoint-*")):
-        if _CHECKPOINT_RE.match(child.name) and child.is_dir() and not (child / TRAINER_STATE).is_file():
-            target = child.with_name(child.name + ".incomplete")
-            if target.exists():
-                shutil.rmtree(target)
-            child.rename(target)
-            moved.append(child.name)
+    for child in checkpoints(run_dir):
+        problem = checkpoint_problem(child)
+        if problem is None:
+            continue
+        target = child.with_name(child.name + ".incomplete")
+        if target.exists():
+            shutil.rmtree(target)
+        child.rename(target)
+        moved.append(f"{child.name}: {problem}")
     return moved
 
 
@@ -89,11 +156,50 @@ class ResumePlan:
     run_dir: Path | None  # continue: the run folder; finetune: the parent run folder (may be None)
     model_path: Path | None  # finetune: the folder holding the weights
     parent_config: dict | None
+    skipped: list[str] = field(default_factory=list)  # "checkpoint-N: why" for newer, incomplete checkpoints
+
+    def describe(self) -> str:
+        """The one line a resume prints: which checkpoint, and why any newer one was passed over."""
+        if self.mode != "continue":
+            return f"fine-tuning from {self.model_path}"
+        why = f"; skipped newer incomplete {', '.join(self.skipped)}" if self.skipped else ""
+        return f"resuming from {self.checkpoint}{why}"
 
 
 def _latest_run(root: Path) -> Path | None:
-    runs = [p for p in Path(root).iterdir() if is_run_dir(p) and complete_checkpoints(p)] if Path(root).is_dir() else []
-    return max(runs, key=lambda p: complete_checkpoints(p)[-1].stat().st_mtime) if runs else None
+    runs = [p for p in Path(root).iterdir() if is_run_dir(p) and checkpoints(p)] if Path(root).is_dir() else []
+    return max(runs, key=lambda p: checkpoints(p)[-1].stat().st_mtime) if runs else None
+
+
+def _continue_plan(resume: str, run_dir: Path) -> ResumePlan:
+    """Continue ``run_dir`` from its newest whole checkpoint; incomplete newer ones are set aside and named."""
+    if not run_dir.is_dir():
+        raise UserError(f"--resume {resume}: {run_dir} is not a folder; pass --output_dir of an existing run")
+    config = _run_config(resume, run_dir)
+    skipped = set_aside_incomplete_checkpoints(run_dir)
+    found = complete_checkpoints(run_dir)
+    if not found:
+        why = f" ({'; '.join(skipped)})" if skipped else ""
+        raise UserError(f"--resume {resume}: {run_dir} has no complete checkpoint-N folder to resume from{why}; "
+                        "start a new run or resume another folder")
+    newest = int(found[-1].name.split("-")[1])
+    newer = [line for line in skipped if int(line.split(":")[0].split("-")[1]) > newest]
+    return ResumePlan("continue", found[-1], run_dir, None, config, newer)
+
+
+def _run_config(resume: str, run_dir: Path) -> dict:
+    """A continued run needs its run_config.json: it holds the size, optimizer and data the run was started with."""
+    if not is_run_dir(run_dir):
+        raise UserError(f"--resume {resume}: {run_dir} has no {RUN_CONFIG}, so it is not a mamba-train run folder; "
+                        "fine-tune from a model folder instead (--resume PATH/final or a checkpoint's weights)")
+    try:
+        config = read_json(run_dir / RUN_CONFIG)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"--resume {resume}: {run_dir / RUN_CONFIG} is unreadable ({' '.join(str(exc).split())})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or "optimizer_type" not in config:
+        raise UserError(f"--resume {resume}: {run_dir / RUN_CONFIG} lacks the model/optimizer_type entries a resume "
+                        "needs; it was not written by mamba-train")
+    return config
 
 
 def resolve_resume(resume: str, output_dir: str | None, root: Path) -> ResumePlan:
@@ -102,39 +208,33 @@ def resolve_resume(resume: str, output_dir: str | None, root: Path) -> ResumePla
         run_dir = Path(output_dir) if output_dir else _latest_run(root)
         if run_dir is None:
             raise UserError(f"--resume latest: no run with a checkpoint under {root}; pass --resume PATH")
-        if run_dir.is_dir():
-            set_aside_incomplete_checkpoints(run_dir)
-        checkpoints = complete_checkpoints(run_dir)
-        if not checkpoints:
-            raise UserError(f"--resume latest: {run_dir} has no complete checkpoint-N folder to resume from")
-        return ResumePlan("continue", checkpoints[-1], run_dir, None, _config_or_none(run_dir))
+        return _continue_plan(resume, run_dir)
 
     path = Path(resume)
     if not path.exists():
         raise UserError(f"--resume {resume}: no such file or folder; pass 'latest', a checkpoint-N folder, a run "
                         "folder, or a model folder such as checkpoints/<run>/final")
     if _CHECKPOINT_RE.match(path.name):
-        if not (path / TRAINER_STATE).is_file():
-            raise UserError(f"--resume {resume}: this checkpoint is incomplete (no {TRAINER_STATE}); "
-                            "resume from an earlier checkpoint-N")
-        return ResumePlan("continue", path, path.parent, None, _config_or_none(path.parent))
+        problem = checkpoint_problem(path)
+        if problem:
+            raise UserError(f"--resume {resume}: this checkpoint is incomplete ({problem}); "
+                            "resume from an earlier checkpoint-N or with --resume latest")
+        return ResumePlan("continue", path, path.parent, None, _run_config(resume, path.parent))
     if is_run_dir(path):
-        set_aside_incomplete_checkpoints(path)
-        checkpoints = complete_checkpoints(path)
-        if checkpoints:
-            return ResumePlan("continue", checkpoints[-1], path, None, read_json(path / RUN_CONFIG))
+        if checkpoints(path):
+            try:
+                return _continue_plan(resume, path)
+            except UserError:
+                if not (path / FINAL_DIR / "config.json").is_file():
+                    raise
         if (path / FINAL_DIR / "config.json").is_file():
-            return ResumePlan("finetune", None, path, path / FINAL_DIR, read_json(path / RUN_CONFIG))
+            return ResumePlan("finetune", None, path, path / FINAL_DIR, _run_config(resume, path))
         raise UserError(f"--resume {resume}: this run has no complete checkpoint and no final/ model to start from")
     if (path / "config.json").is_file():
         parent = path.parent if is_run_dir(path.parent) else None
-        return ResumePlan("finetune", None, parent, path, read_json(parent / RUN_CONFIG) if parent else None)
+        return ResumePlan("finetune", None, parent, path, _run_config(resume, parent) if parent else None)
     raise UserError(f"--resume {resume}: not a checkpoint, run or model folder (no {TRAINER_STATE}, "
                     f"{RUN_CONFIG} or config.json inside)")
-
-
-def _config_or_none(run_dir: Path) -> dict | None:
-    return read_json(run_dir / RUN_CONFIG) if is_run_dir(run_dir) else None
 
 
 class RunLock:
@@ -211,11 +311,13 @@ def environment_info(kernels: str, world_size: int) -> dict:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu_threads": torch.get_num_threads(),
     }
-    try:
-        import bitsandbytes
+    # the installed version from package metadata: importing bitsandbytes prints a kernels warning on every
+    # run, although nothing 8-bit may be used (it is imported only where adamw_8bit is asked for)
+    from importlib.metadata import PackageNotFoundError, version
 
-        info["bitsandbytes"] = bitsandbytes.__version__
-    except Exception:  # noqa: BLE001 - optional, and its import can fail in many ways on odd machines
+    try:
+        info["bitsandbytes"] = version("bitsandbytes")
+    except PackageNotFoundError:
         info["bitsandbytes"] = None
     return info
 

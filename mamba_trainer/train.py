@@ -22,6 +22,10 @@ from .errors import UserError, run_cli
 
 DEFAULT_MODEL_SIZE = "hybrid-tiny"
 CHECKPOINT_ROOT = Path("checkpoints")
+#: Test hook: ``step:N`` (inside step N, before the optimizer step), ``eval:N`` (inside the evaluation at step
+#: N) or ``save:N`` (inside checkpoint-N's save, after optimizer.pt, before trainer_state.json) ends the process
+#: with SIGKILL, so tests can check that ``--resume latest`` survives a kill at that moment.
+KILL_HOOK_ENV = "MAMBA_TRAINER_KILL_AT"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def launch_rank() -> tuple[int, int]:
-    """(rank, world size) as torchrun sets them; (0, 1) for a plain launch."""
+    """(rank, world size) as torchrun sets them; (0, 1) for a plain launch. Only for decisions taken before the
+    TrainingArguments exist; afterwards ``process_index`` / ``world_size`` of the TrainingArguments are used."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -74,7 +79,7 @@ def resolve_run(parsed):
         model_size = model_size or DEFAULT_MODEL_SIZE
         get_model_config(model_size)  # fails early, with the list of sizes, on an unknown name
 
-    rank, world_size = launch_rank()
+    rank, world_size = t.process_index, t.world_size  # what the Trainer itself will use
     if world_size > 1 and output_dir is None and not (plan is not None and plan.mode == "continue"):
         raise UserError(f"under torchrun (WORLD_SIZE={world_size}) pass --output_dir: every rank must name the same "
                         "run folder (train_background.sh --nproc N passes one for you)")
@@ -100,7 +105,7 @@ def resolve_run(parsed):
     return model_size, optimizer_type, output_dir, plan
 
 
-def apply_vram_auto(parsed, model, world_size: int) -> str:
+def apply_vram_auto(parsed, model, optimizer_type: str) -> str:
     """Resize batch/accumulation for the free GPU memory; returns the line to print."""
     import torch
 
@@ -113,7 +118,8 @@ def apply_vram_auto(parsed, model, world_size: int) -> str:
     free, _ = torch.cuda.mem_get_info()
     cfg = model.config
     effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
-    state_bytes = 8.0 if parsed.run.optimizer == "adamw" else 6.0
+    # The preset may choose the optimizer, so size its state from the resolved type, not the raw flag.
+    state_bytes = 8.0 if optimizer_type == "adamw" else 6.0
     plan = plan_batch(free, n_params=sum(p.numel() for p in model.parameters()), hidden_size=cfg.hidden_size,
                       num_layers=cfg.num_hidden_layers, vocab_size=cfg.vocab_size,
                       seq_len=parsed.data.max_seq_length, effective_batch=effective, optimizer_state_bytes=state_bytes)
@@ -162,13 +168,14 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
     from .models import build_model, kernel_report, load_pretrained
     from .tokenizer import load_tokenizer
     from .args import parse_duration
-    from .trainer import (DivergenceCallback, GracefulStopCallback, MomentumScheduleCallback, MuonTrainer,
-                          RunLogCallback, TimeBudgetCallback, argmax_logits, describe_optimizer, next_token_accuracy)
+    from .callbacks import (DivergenceCallback, GracefulStopCallback, MomentumScheduleCallback, RunLogCallback,
+                            TimeBudgetCallback)
+    from .trainer import MuonTrainer, argmax_logits, describe_optimizer, next_token_accuracy
 
     m, d, r, mu, t = parsed.model, parsed.data, parsed.run, parsed.muon, parsed.training
     continuing = plan is not None and plan.mode == "continue"
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock = rundir.RunLock(output_dir).acquire() if launch_rank()[0] == 0 else None  # one lock per run
+    lock = rundir.RunLock(output_dir).acquire() if t.process_index == 0 else None  # one lock per run
     t.output_dir = str(output_dir)
     if "run_name" not in parsed.explicit:
         t.run_name = output_dir.name
@@ -178,7 +185,7 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
         t.bf16 = True
     if not torch.cuda.is_available() and "dataloader_pin_memory" not in parsed.explicit:
         t.dataloader_pin_memory = False
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = t.world_size
 
     kernels = kernel_report()
     if t.should_log:
@@ -204,10 +211,12 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
         model = build_model(model_size, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, seed=t.seed)
     if r.vram_auto:
-        print(apply_vram_auto(parsed, model, world_size), flush=True)
+        print(apply_vram_auto(parsed, model, optimizer_type), flush=True)
 
     muon_options = dict(momentum=mu.momentum, nesterov=mu.nesterov, backend=mu.backend, ns_steps=mu.ns_steps,
-                        adjust_lr=mu.adjust_lr, adamw_lr=mu.adamw_lr, beta2=mu.muon_beta2)
+                        adjust_lr=mu.adjust_lr, adamw_lr=mu.adamw_lr, beta2=mu.muon_beta2,
+                        compute_dtype=None if mu.muon_compute_dtype == "auto" else mu.muon_compute_dtype,
+                        ns_method=mu.ns_method, fused=mu.fused_blocks)
     stopper, divergence = GracefulStopCallback(), DivergenceCallback(r.divergence_factor)
     budget = TimeBudgetCallback(parse_duration(r.time_budget)) if r.time_budget else None
     callbacks = [RunLogCallback(output_dir, progress_lines=bool(t.disable_tqdm)), stopper, divergence]
@@ -262,33 +271,104 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
 
     if t.should_log:
         print(f"run folder: {output_dir}" + (f" (resuming {plan.checkpoint.name})" if continuing else ""), flush=True)
+        if continuing:
+            print(plan.describe(), flush=True)
+    install_kill_hook(trainer, os.environ.get(KILL_HOOK_ENV))
     try:
         trainer.train(resume_from_checkpoint=str(plan.checkpoint) if continuing else None)
     except FloatingPointError as exc:  # the optimizer met a NaN/inf gradient (nonfinite="raise")
         divergence.reason = str(exc).splitlines()[0]
     step = trainer.state.global_step
-    reason = ("diverged" if divergence.reason else "stopped" if stopper.requested
-              else "time_budget" if budget and budget.spent else "completed")
+    result = outcome(step=step, diverged=divergence.reason, stopped_by=stopper.signal_name if stopper.requested
+                     else None, budget_spent=bool(budget and budget.spent), output_dir=output_dir)
     if trainer.is_world_process_zero():
-        rundir.append_metrics(output_dir, {"step": step, "event": "end", "reason": reason,
+        rundir.append_metrics(output_dir, {"step": step, "event": "end", "reason": result.reason,
                                            "detail": divergence.reason or stopper.signal_name})
+        from .training_plot import plot_training
+
+        try:  # a plot must never cost the run its final save
+            plot_training(output_dir)
+        except Exception as exc:  # noqa: BLE001
+            print(f"warning: plots/training.png not written: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                  file=sys.stderr, flush=True)
     try:
-        if reason == "diverged":
-            print(f"error: training diverged: {divergence.reason}; lower --learning_rate (the last whole "
-                  f"checkpoint is in {output_dir})", file=sys.stderr, flush=True)
-            return 3
-        if reason == "stopped":
-            print(f"stopped by {stopper.signal_name} at step {step}; continue with: "
-                  f"mamba-train --resume latest --output_dir {output_dir}", flush=True)
-            return 0
-        final = rundir.save_final(trainer, tokenizer, output_dir)
-        if t.should_log:
-            budget_note = " (time budget spent)" if reason == "time_budget" else ""
-            print(f"done at step {step}{budget_note}: model saved to {final}", flush=True)
-        return 0
+        if result.save_final:
+            rundir.save_final(trainer, tokenizer, output_dir)
+        if result.code != 0:
+            print(result.message, file=sys.stderr, flush=True)
+        elif t.should_log:
+            print(result.message, flush=True)
+        return result.code
     finally:
         if lock is not None:
             lock.release()
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    reason: str  # completed | time_budget | stopped | diverged (the "end" line of metrics.jsonl)
+    code: int  # the process exit status
+    message: str  # the one line printed (stderr when code != 0)
+    save_final: bool  # whether final/ is written
+
+
+def outcome(*, step: int, diverged: str | None, stopped_by: str | None, budget_spent: bool,
+            output_dir: Path) -> Outcome:
+    """How a finished ``trainer.train()`` ends the run: pure, so every ending is testable without training.
+
+    >>> outcome(step=6, diverged=None, stopped_by=None, budget_spent=False, output_dir=Path("r")).message
+    'done at step 6: model saved to r/final'
+    >>> outcome(step=2, diverged="loss is nan", stopped_by=None, budget_spent=False, output_dir=Path("r")).code
+    3
+    """
+    if diverged:
+        return Outcome("diverged", 3, f"error: training diverged: {diverged}; lower --learning_rate (the last "
+                                      f"whole checkpoint is in {output_dir})", False)
+    if stopped_by:
+        return Outcome("stopped", 0, f"stopped by {stopped_by} at step {step}; continue with: "
+                                     f"mamba-train --resume latest --output_dir {output_dir}", False)
+    reason = "time_budget" if budget_spent else "completed"
+    note = " (time budget spent)" if budget_spent else ""
+    return Outcome(reason, 0, f"done at step {step}{note}: model saved to {Path(output_dir) / 'final'}", True)
+
+
+def install_kill_hook(trainer, spec: str | None) -> None:
+    """Arm ``KILL_HOOK_ENV`` (see there) on ``trainer``; nothing when ``spec`` is empty."""
+    if not spec:
+        return
+    import signal
+
+    from transformers import TrainerCallback
+
+    where, _, step = spec.partition(":")
+    if where not in ("step", "eval", "save") or not step.isdigit():
+        raise UserError(f"{KILL_HOOK_ENV}={spec!r}: expected step:N, eval:N or save:N")
+    step = int(step)
+
+    def kill():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "save":
+        original = trainer._save_optimizer_and_scheduler
+
+        def save_then_die(output_dir):
+            original(output_dir)
+            if trainer.state.global_step == step:
+                kill()
+
+        trainer._save_optimizer_and_scheduler = save_then_die
+        return
+
+    class Kill(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            if where == "step" and state.global_step + 1 == step:
+                kill()
+
+        def on_prediction_step(self, args, state, control, **kwargs):
+            if where == "eval" and state.global_step == step:
+                kill()
+
+    trainer.add_callback(Kill())
 
 
 def parsed_parent_tokenizer(plan) -> str:

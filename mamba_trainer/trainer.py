@@ -1,5 +1,8 @@
 """``MuonTrainer``: the Hugging Face Trainer with Muon (or AdamW) built from a preset, plus run logging.
 
+The callbacks a run adds (momentum schedule, metrics log, time budget, divergence, graceful stop) are in
+``callbacks.py``.
+
 Only hooks are overridden (``create_optimizer`` and ``log``); everything else — the loop, gradient
 accumulation, clipping, the LR schedule, checkpointing and exact resume — is the Trainer's own.
 """
@@ -7,19 +10,15 @@ accumulation, clipping, the LR schedule, checkpointing and exact resume — is t
 from __future__ import annotations
 
 import math
-import signal
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
-from optimizers import create_muon_optimizer, momentum_at_step, split_parameters
+from optimizers import MuonFactory, split_parameters
 
 from .errors import UserError
-from .rundir import append_metrics
 
 OPTIMIZER_TYPES = ("muon", "adamw", "adamw_8bit")
 
@@ -31,7 +30,7 @@ def build_optimizer(model, kind: str, args, *, verbose: bool = True, **muon_opti
     parameters), so the two optimizers differ only where Muon differs.
     """
     if kind == "muon":
-        return create_muon_optimizer(
+        return MuonFactory()(  # the factory users pass to Trainer(optimizer_cls_and_kwargs=...): one code path
             model,
             lr=args.learning_rate,
             weight_decay=args.weight_decay,
@@ -44,8 +43,9 @@ def build_optimizer(model, kind: str, args, *, verbose: bool = True, **muon_opti
         raise UserError(f"unknown optimizer '{kind}'; valid: {', '.join(OPTIMIZER_TYPES)}")
     split = split_parameters(model)
     groups = [
-        {"params": [p for _, p in split.muon + split.adamw_decay], "weight_decay": args.weight_decay},
-        {"params": [p for _, p in split.adamw_no_decay], "weight_decay": 0.0},
+        # every group by its decay flag: Muon's Conv1D and no-decay matrix groups included
+        {"params": [p for g in split.groups if g.decay for p in g.params], "weight_decay": args.weight_decay},
+        {"params": [p for g in split.groups if not g.decay for p in g.params], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
     betas = (args.adam_beta1, args.adam_beta2)
@@ -136,6 +136,18 @@ class MuonTrainer(Trainer):
                                              **(self.optimizer_options if self.optimizer_type == "muon" else {}))
         return self.optimizer
 
+    def _issue_warnings_after_load(self, load_result) -> None:
+        # tied/shared weights (Zamba2's shared block, a tied head) are stored once: say so in one line
+        from .resume_keys import resume_keys_message
+
+        message = resume_keys_message(self.model, list(load_result.missing_keys))
+        if message is None:
+            return super()._issue_warnings_after_load(load_result)
+        if self.args.should_log:
+            print(message, flush=True)
+        if load_result.unexpected_keys:
+            super()._issue_warnings_after_load(type(load_result)([], load_result.unexpected_keys))
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:
             logs.update(self._step_settings)  # what the step just taken used, like HF's own learning_rate
@@ -172,132 +184,10 @@ class _StepStats(TrainerCallback):
         self.trainer._step_settings = settings
 
 
-class MomentumScheduleCallback(TrainerCallback):
-    """Sets every Muon group's momentum from the global step (a linear ramp, then constant).
+# The run's callbacks live in callbacks.py; re-exported so `from mamba_trainer.trainer import X` keeps working.
+from .callbacks import (DivergenceCallback, GracefulStopCallback, MomentumScheduleCallback,  # noqa: E402
+                        RunLogCallback, TimeBudgetCallback)
 
-    The value depends on the step alone, so a resumed run gets exactly the momentum it would have had.
-    """
-
-    def __init__(self, start: float | None, end: float, warmup_steps: int):
-        self.start = end if start is None else start
-        self.end = end
-        self.warmup_steps = warmup_steps
-
-    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
-        if optimizer is None:
-            return
-        momentum = momentum_at_step(state.global_step, self.start, self.end, self.warmup_steps)
-        for group in optimizer.param_groups:
-            if group.get("use_muon"):
-                group["momentum"] = momentum
-
-
-def _fmt_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
-class RunLogCallback(TrainerCallback):
-    """Appends every log to ``metrics.jsonl``; when not on a terminal, also prints one progress line per log."""
-
-    def __init__(self, run_dir: Path, progress_lines: bool):
-        self.run_dir = Path(run_dir)
-        self.progress_lines = progress_lines
-        self.started = time.perf_counter()
-        self.start_step = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started, self.start_step = time.perf_counter(), state.global_step
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        elapsed = time.perf_counter() - self.started
-        append_metrics(self.run_dir, {"step": state.global_step, "elapsed_s": round(elapsed, 2), **logs})
-        if not self.progress_lines:
-            return
-        done = state.global_step - self.start_step
-        eta = elapsed / done * (state.max_steps - state.global_step) if done else float("nan")
-        if "loss" in logs:
-            parts = [f"step {state.global_step}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
-            if "lr_muon" in logs:
-                parts.append(f"lr muon {logs['lr_muon']:.2e} adamw {logs.get('lr_adamw', float('nan')):.2e}")
-            elif "learning_rate" in logs:
-                parts.append(f"lr {logs['learning_rate']:.2e}")
-            if "momentum" in logs:
-                parts.append(f"momentum {logs['momentum']:.3f}")
-            if "grad_norm" in logs:
-                parts.append(f"grad_norm {logs['grad_norm']:.3f}")
-            if "tokens_per_second" in logs:
-                parts.append(f"{logs['tokens_per_second']:,.0f} tok/s")
-            parts.append(f"ETA {_fmt_duration(eta) if done else '?'}")
-            print(" | ".join(parts), flush=True)
-        if "eval_loss" in logs:
-            extra = "".join(f" | {k[5:]} {logs[k]:.4f}" for k in sorted(logs) if k.startswith("eval_")
-                            and k not in ("eval_loss", "eval_runtime") and isinstance(logs[k], float)
-                            and not k.endswith("per_second"))
-            print(f"eval @ step {state.global_step} | loss {logs['eval_loss']:.4f}{extra}", flush=True)
-
-
-class TimeBudgetCallback(TrainerCallback):
-    """Stops training once ``seconds`` of wall-clock have passed, evaluating and saving at that step."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.started = time.perf_counter()
-        self.spent = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if time.perf_counter() - self.started >= self.seconds:
-            self.spent = True
-            control.should_training_stop = True
-            control.should_evaluate = args.eval_strategy != "no"
-            control.should_save = args.save_strategy != "no"
-
-
-class DivergenceCallback(TrainerCallback):
-    """Stops the run when the training loss is non-finite or exceeds ``factor`` x its best value so far."""
-
-    def __init__(self, factor: float | None):
-        self.factor = factor
-        self.best = math.inf
-        self.reason: str | None = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is None:
-            return
-        if not math.isfinite(loss):
-            self.reason = f"loss is {loss} at step {state.global_step}"
-        elif self.factor and math.isfinite(self.best) and loss > self.factor * self.best:
-            self.reason = f"loss {loss:.4g} at step {state.global_step} exceeds {self.factor:g}x its best {self.best:.4g}"
-        self.best = min(self.best, loss)
-        if self.reason:
-            control.should_training_stop = True
-
-
-class GracefulStopCallback(TrainerCallback):
-    """On SIGTERM/SIGINT: finish the current step, save a checkpoint, stop. A second signal stops at once."""
-
-    def __init__(self):
-        self.requested = False
-        self.signal_name = None
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-        print(f"\n{self.signal_name} received: saving a checkpoint after this step, then stopping "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
-            control.should_save = True
-            control.should_training_stop = True
+__all__ = ["MuonTrainer", "build_optimizer", "check_parallelism", "describe_optimizer", "next_token_accuracy",
+           "argmax_logits", "OPTIMIZER_TYPES", "DivergenceCallback", "GracefulStopCallback",
+           "MomentumScheduleCallback", "RunLogCallback", "TimeBudgetCallback"]

@@ -5,11 +5,11 @@
 """
 
 from optimizers.errors import MuonConfigError
-from optimizers.factory import create_muon_optimizer
+from optimizers.factory import MuonFactory, create_muon_optimizer
 from optimizers.functional import momentum_at_step
 from optimizers.muon import Muon
 from optimizers.orthogonalize import BACKENDS, get_backend, orthogonalize
 from optimizers.param_split import split_parameters
 
-__all__ = ["Muon", "create_muon_optimizer", "split_parameters", "orthogonalize", "get_backend", "BACKENDS",
+__all__ = ["Muon", "MuonFactory", "create_muon_optimizer", "split_parameters", "orthogonalize", "get_backend", "BACKENDS",
            "momentum_at_step", "MuonConfigError"]

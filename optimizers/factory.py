@@ -1,12 +1,20 @@
-"""`create_muon_optimizer`: split a model's parameters and build one `Muon` over them."""
+"""`create_muon_optimizer`: split a model's parameters and build one `Muon` over them; `MuonFactory`: the same
+for ``transformers.Trainer(optimizer_cls_and_kwargs=(MuonFactory, kwargs))``, which calls
+``MuonFactory()(model, **kwargs)`` with the model it will step (FSDP-wrapped where it is).
+
+    trainer = Trainer(model, args, optimizer_cls_and_kwargs=(MuonFactory, {"lr": 3e-3}), ...)
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
+from optimizers.errors import MuonConfigError
+from optimizers.fused_blocks import fused_row_blocks
 from optimizers.muon import Muon
 from optimizers.param_split import split_parameters
 
+FUSED_MODES = ("whole", "per_block")
 ADAMW_LR_RATIO = 0.1  # adamw_lr = lr / 10 by default: 3e-3 -> 3e-4, a usual AdamW lr at ~100M params,
 # and it follows lr in sweeps (modded-nanogpt also keeps a separate, smaller-unit AdamW lr)
 
@@ -17,7 +25,7 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
                           adamw_betas=(0.9, 0.95), adamw_eps: float = 1e-8, adamw_weight_decay: float | None = None,
                           beta2: float | None = None, adamw_8bit: bool = False, nonfinite: str = "raise",
                           include=(), exclude=(), verbose: bool = True, distributed: str = "auto",
-                          compute_dtype=None, ns_method: str = "auto") -> Muon:
+                          compute_dtype=None, ns_method: str = "auto", fused: str = "whole") -> Muon:
     """One `Muon` with groups in this order: "muon", ["muon_no_decay"], "adamw_decay", "adamw_no_decay".
 
     ``adamw_lr`` defaults to ``lr / 10``; ``adamw_weight_decay`` to ``weight_decay``. Groups named
@@ -25,8 +33,18 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
     orthogonalization across DDP/FSDP2 ranks, "off" does not (see `optimizers.distributed`).
     ``compute_dtype`` (None = auto: bf16 where the device has native bf16 matrix units) and ``ns_method``
     ("auto" | "plain" | "gram") choose how Newton–Schulz runs (`optimizers.precision`, `optimizers.newton_schulz`).
+    ``fused``: "whole" orthogonalizes fused projections (Mamba2 in_proj, Zamba2 gate_up_proj) as one matrix;
+    "per_block" orthogonalizes and scales each row block (z, x, B, C, dt / gate, up) as if it were its own
+    parameter (blocks read from the model's config by `optimizers.fused_blocks`).
     """
+    if fused not in FUSED_MODES:
+        raise MuonConfigError(f"unknown fused={fused!r}; valid: {', '.join(FUSED_MODES)}")
     split = split_parameters(model, include=include, exclude=exclude)
+    if not any(g.use_muon for g in split.groups):
+        raise MuonConfigError(f"{type(model).__name__}: the split gives Muon no weight matrix (no nn.Linear/Conv1D "
+                              "hidden weight found), so this would train pure AdamW; name its matrices with "
+                              "include=['<glob>'] (--muon_include), or use --optimizer adamw")
+    blocks = fused_row_blocks(model) if fused == "per_block" else {}
     adamw_lr = lr * ADAMW_LR_RATIO if adamw_lr is None else adamw_lr
     adamw_wd = weight_decay if adamw_weight_decay is None else adamw_weight_decay
     groups = []
@@ -36,7 +54,10 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
         if g.use_muon:
             group.update(lr=lr, weight_decay=weight_decay if g.decay else 0.0, momentum=momentum,
                          nesterov=nesterov, backend=backend, ns_steps=ns_steps, adjust_lr=adjust_lr, beta2=beta2,
-                         compute_dtype=compute_dtype, ns_method=ns_method)
+                         compute_dtype=compute_dtype, ns_method=ns_method, fan_in_first=g.fan_in_first)
+            if blocks and not g.fan_in_first:
+                sizes = [[k for _, k in blocks[n]] if n in blocks else None for n in g.param_names]
+                group["row_blocks"] = sizes if any(sizes) else None
         else:
             group.update(lr=adamw_lr, weight_decay=adamw_wd if g.decay else 0.0, betas=tuple(adamw_betas),
                          eps=adamw_eps)
@@ -46,3 +67,16 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
         print(split.summary())
         print(optimizer.compute_summary())
     return optimizer
+
+
+class MuonFactory:
+    """An optimizer factory for ``Trainer(optimizer_cls_and_kwargs=(MuonFactory, kwargs))``.
+
+    transformers (`is_optimizer_factory`) calls ``MuonFactory()(model, **kwargs)`` inside
+    ``Trainer.create_optimizer``, after accelerate has wrapped the model, so the split sees what is stepped.
+    ``kwargs`` are `create_muon_optimizer`'s (same validation); the Trainer's LR scheduler then scales every
+    group's lr. For the momentum warm-up add ``MomentumScheduleCallback`` (it reads the global step: resumable).
+    """
+
+    def __call__(self, model: nn.Module, **kwargs) -> Muon:
+        return create_muon_optimizer(model, **kwargs)

@@ -389,3 +389,13 @@ class Muon(torch.optim.Optimizer):
             groups.append(d)
         return {"optimizer": "Muon", "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps,
                 "groups": groups}
+
+
+def __getattr__(name: str):
+    # `from optimizers.muon import create_muon_optimizer`, as the user guides write it. Lazy: factory.py
+    # imports this module, so an eager import here would be circular.
+    if name in ("create_muon_optimizer", "MuonFactory"):
+        from optimizers import factory
+
+        return getattr(factory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,6 +5,11 @@ output embedding — Mamba in_proj/out_proj/x_proj, attention q/k/v/o, MLPs, Zam
 linears and LoRA adapters — plus 3-D stacks of expert matrices (modules named ``*Experts``, e.g. Jamba's
 MoE), each expert orthogonalized on its own.
 
+transformers' ``Conv1D`` (GPT-2 and kin) is a linear map stored (in, out): its weight goes to Muon as well,
+in its own group "muon_fan_in_first" (Muon's ``fan_in_first`` key), so the update and the ``adjust_lr`` scale
+come from the map's (out, in) shape, not the storage. Fused projections (qkv, gate_up, Mamba's in_proj) are
+orthogonalized whole; the summary names them.
+
 AdamW gets the rest: embeddings and lm_head (tied or not), norms, biases, conv1d kernels (3-D), Mamba v1's
 2-D ``A_log`` (not a linear map), ``D``, ``dt_bias``, ``dt_proj`` (it maps dt_rank -> d_inner through a
 softplus and is initialized to a specific dt range; the issue puts it on AdamW), MoE routers.
@@ -27,13 +32,18 @@ from optimizers.errors import MuonConfigError
 NO_DECAY_LEAVES = ("A_log", "D", "dt_bias")
 ADAMW_MODULES = ("dt_proj",)  # Linear modules that stay on AdamW by name
 OUTPUT_MODULES = ("lm_head", "embed_out")  # fallback when get_output_embeddings() is unavailable
+# module names of projections that pack several maps into one matrix: named in the summary so a user sees
+# that Muon orthogonalizes the packed matrix as one map (as Keller Jordan's and Moonlight's recipes do)
+FUSED_MODULES = ("c_attn", "qkv_proj", "query_key_value", "W_pack", "Wqkv", "gate_up_proj", "in_proj", "c_fc")
 
 
 @dataclass
 class ParamGroup:
-    name: str  # "muon", "muon_no_decay" (only if a matrix is tagged _no_weight_decay), "adamw_decay", "adamw_no_decay"
+    name: str  # "muon", "muon_no_decay" (only if a matrix is tagged _no_weight_decay), "muon_fan_in_first"
+    # (Conv1D weights, stored (in, out)), "adamw_decay", "adamw_no_decay"
     use_muon: bool
     decay: bool
+    fan_in_first: bool = False
     param_names: list[str] = field(default_factory=list)
     params: list[Tensor] = field(default_factory=list)
 
@@ -43,6 +53,7 @@ class ParamSplit:
     """The groups in their fixed order (empty groups dropped) and a printable summary."""
 
     groups: list[ParamGroup]
+    fused: list[str] = field(default_factory=list)  # module names of fused projections on Muon (see FUSED_MODULES)
 
     def group(self, name: str) -> ParamGroup | None:
         return next((g for g in self.groups if g.name == name), None)
@@ -68,6 +79,8 @@ class ParamSplit:
                  f"  {'group':<16}{'tensors':>8}{'parameters':>14}{'share':>8}"]
         lines += [f"  {n:<16}{t:>8}{c:>14,}{c / total:>8.1%}" for n, t, c in rows]
         lines.append(f"  {'total':<16}{sum(r[1] for r in rows):>8}{sum(r[2] for r in rows):>14,}")
+        if self.fused:
+            lines.append(f"  fused projections orthogonalized whole: {', '.join(self.fused)}")
         return "\n".join(lines)
 
 
@@ -91,6 +104,11 @@ def _is_matrix_stack(p: Tensor) -> bool:
     return p.ndim == 3 and min(p.shape[-2:]) > 1
 
 
+def _is_conv1d(module: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2, GPT-J's predecessors...): a linear map whose weight is stored (in, out)."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
 def split_parameters(model: nn.Module, include=(), exclude=()) -> ParamSplit:
     """Split ``model``'s trainable parameters into Muon / AdamW groups (see the module docstring).
 
@@ -108,6 +126,9 @@ def split_parameters(model: nn.Module, include=(), exclude=()) -> ParamSplit:
     groups = {name: ParamGroup(name, use_muon, decay) for name, use_muon, decay in
               [("muon", True, True), ("muon_no_decay", True, False),
                ("adamw_decay", False, True), ("adamw_no_decay", False, False)]}
+    for name in ("muon_fan_in_first", "muon_fan_in_first_no_decay"):
+        groups[name] = ParamGroup(name, True, not name.endswith("no_decay"), fan_in_first=True)
+    fused: dict[str, None] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -119,7 +140,7 @@ def split_parameters(model: nn.Module, include=(), exclude=()) -> ParamSplit:
         is_output = p is output_emb or mod_leaf in OUTPUT_MODULES
         no_decay = (is_input or _is_norm(module) or leaf in NO_DECAY_LEAVES or leaf.endswith("bias")
                     or bool(getattr(p, "_no_weight_decay", False)))
-        muon = (isinstance(module, nn.Linear) and leaf == "weight" and not (is_input or is_output)
+        muon = ((isinstance(module, nn.Linear) or _is_conv1d(module)) and leaf == "weight" and not (is_input or is_output)
                 and mod_leaf not in ADAMW_MODULES and _is_matrix(p))
         muon = muon or (type(module).__name__.endswith("Experts") and _is_matrix_stack(p))
 
@@ -134,6 +155,10 @@ def split_parameters(model: nn.Module, include=(), exclude=()) -> ParamSplit:
                                       "into Muon, which only takes matrices; narrow the pattern or add an exclude")
             muon = True
         key = ("muon" if muon else "adamw") + ("_no_decay" if no_decay else ("" if muon else "_decay"))
+        if muon and _is_conv1d(module) and leaf == "weight":
+            key = "muon_fan_in_first" + ("_no_decay" if no_decay else "")
+        if muon and mod_leaf in FUSED_MODULES:
+            fused[mod_leaf] = None
         groups[key].param_names.append(name)
         groups[key].params.append(p)
 
@@ -142,7 +167,9 @@ def split_parameters(model: nn.Module, include=(), exclude=()) -> ParamSplit:
         example = next((n for n, _ in model.named_parameters()), "?")
         raise MuonConfigError(f"include/exclude pattern {unused[0]!r} matches no parameter; names look like "
                               f"{example!r} (fnmatch glob, or 're:<regex>')")
-    return ParamSplit([g for g in groups.values() if g.params])
+    order = ["muon", "muon_no_decay", "muon_fan_in_first", "muon_fan_in_first_no_decay", "adamw_decay",
+             "adamw_no_decay"]
+    return ParamSplit([groups[n] for n in order if groups[n].params], fused=list(fused))
 
 
 def _embedding_weight(model: nn.Module, getter: str) -> Tensor | None:

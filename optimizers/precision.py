@@ -22,6 +22,7 @@ import torch
 
 from optimizers.errors import MuonConfigError
 
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")  # the names compute_dtype accepts
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 flags whose presence makes oneDNN's bf16 GEMM fast
 
 

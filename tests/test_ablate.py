@@ -17,6 +17,7 @@ from mamba_trainer.ablate.report import GENERATED_PREFIX
 from mamba_trainer.ablate.spec import (BACKEND_NAMES, SweepSpec, Value, build_variants, expand_grid, load_spec_file,
                                        normalize, parse_number, parse_value, parse_variant_arg, FACTORS)
 from mamba_trainer.errors import UserError
+from mamba_trainer.rundir import running_pid
 
 BASE = ["--training_preset", "muon_smoke", "--model_size", "hybrid-tiny", "--max_steps", "2", "--eval_steps", "2",
         "--save_steps", "100", "--logging_steps", "1", "--warmup_steps", "0", "--max_grad_norm", "0",
@@ -368,3 +369,54 @@ def test_report_from_run_folders_alone(sweep, tmp_path):
     original = json.loads((sweep["dir"] / "results.json").read_text())
     assert [v["slug"] for v in data["variants"]] == [v["slug"] for v in original["variants"]]
     assert data["best_variant"] == original["best_variant"] and "**AdamW-side LR:**" in (copy / "README.md").read_text()
+
+
+def test_sweep_killed_mid_variant_reruns_only_that_variant(tmp_path):
+    """kill -9 on muon-ablate while its second variant trains: that training dies with it, and the rerun skips
+    the finished variant and runs only the unfinished one."""
+    import os
+    import signal
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    argv = [sys.executable, "-m", "mamba_trainer.ablate", *BASE, "--max_seq_length", "16", "--max_train_examples",
+            "40", "--max_eval_examples", "2", "--name", "k", "--no_base", "--adamw_lr", "1/2000,1/500", "--output", str(tmp_path / "s")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    sweep = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    runs = tmp_path / "s" / "runs"
+    deadline = time.monotonic() + 300
+    while len(list(runs.glob("*/run_config.json"))) < 2 and sweep.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    statuses = {d.name: runner.variant_status(d) for d in runs.iterdir()}
+    assert sorted(statuses.values()) == ["completed", "incomplete"], statuses
+    unfinished = next(name for name, status in statuses.items() if status == "incomplete")
+    time.sleep(0.5)  # the orphaned training got SIGKILL from the kernel; its lock is gone with it
+    assert running_pid(runs / unfinished) is None
+    rerun = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "(1 to run, 1 finished)" in rerun.stdout
+    started = [line for line in rerun.stdout.splitlines() if ": starting" in line or ": resuming" in line]
+    assert len(started) == 1
+    assert {runner.variant_status(d) for d in runs.iterdir()} == {"completed"}
+
+
+def test_adamw_baseline_uses_the_adamw_lr_training_uses(monkeypatch):
+    """No adamw_lr in the base (smoke + --optimizer muon): the baselines' AdamW lr is the one
+    create_muon_optimizer gives the AdamW side (lr / 10), not lr itself."""
+    import torch
+
+    from mamba_trainer.ablate import cli
+    from optimizers import create_muon_optimizer
+
+    seen = {}
+    real = cli.build_variants
+    monkeypatch.setattr(cli, "build_variants", lambda spec, **kw: seen.update(kw["base_values"]) or real(spec, **kw))
+    ns, rest = cli.make_parser().parse_known_args(["--training_preset", "smoke", "--optimizer", "muon", "--baselines"])
+    cli.resolve_variants(normalize(cli.spec_from_args(ns, cli.check_base_flags(rest, cli.training_flag_names()))))
+    model = torch.nn.Sequential(torch.nn.Embedding(8, 4), torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    opt = create_muon_optimizer(model, lr=seen["base_lr"], adamw_lr=None, verbose=False)
+    assert {g["lr"] for g in opt.param_groups if not g["use_muon"]} == {seen["base_adamw_lr"]}
+    assert seen["base_adamw_lr"] != seen["base_lr"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mamba_trainer.data import (IGNORE_INDEX, PROMPT_TEMPLATE, build_datasets, format_example,
-                                load_eval_problems, resolve_columns)
+                                load_eval_problems, local_data_path, resolve_columns)
 from mamba_trainer.errors import UserError
 from mamba_trainer.tokenizer import load_tokenizer
 
@@ -196,3 +196,20 @@ def test_load_eval_problems(tmp_path):
         load_eval_problems(None, "train", data_dir=MATHINSTRUCT)
     shutil.copy(GSM8K, tmp_path / "mine.jsonl")
     assert len(load_eval_problems(None, "test", data_dir=tmp_path / "mine.jsonl", limit=3)) == 3
+
+
+def test_empty_jsonl_is_one_line_error(tok, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(UserError, match="is empty") as info:
+        build_datasets(tok, data_dir=str(empty), max_seq_length=64)
+    assert "\n" not in str(info.value)
+
+
+def test_dataset_names_a_local_file_or_folder_like_data_dir(tok, tmp_path):
+    by_flag = build_datasets(tok, data_dir=str(GSM8K), max_seq_length=64)
+    by_name = build_datasets(tok, dataset=str(GSM8K), max_seq_length=64)
+    assert by_name[0]["input_ids"] == by_flag[0]["input_ids"]
+    assert local_data_path("openai/gsm8k") is None and local_data_path(str(FIXTURES)) == FIXTURES
+    with pytest.raises(UserError, match="no such file or folder"):
+        local_data_path("./missing.jsonl")

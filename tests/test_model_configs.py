@@ -251,3 +251,24 @@ def test_bad_env_file_names_the_variable(tmp_path, restore_registry, monkeypatch
     monkeypatch.setenv(mc.PRESETS_ENV, str(tmp_path / "nope.yaml"))
     message = one_line_error(get_training_config, "default")
     assert mc.PRESETS_ENV in message and "nope.yaml" in message
+
+
+def test_preset_schema_agrees_with_the_cli_and_the_optimizers():
+    """One schema: every preset key is a mamba-train flag, and each choice rule is the list its owner defines."""
+    from mamba_trainer.args import ARG_CLASSES, PRESET_RENAMES, MuonArguments
+    from mamba_trainer.trainer import OPTIMIZER_TYPES
+    from optimizers.functional import ADJUST_LR
+    from dataclasses import fields
+
+    flags = {f.name: f for cls in ARG_CLASSES for f in fields(cls)}
+    assert [k for k in TRAINING_KEYS if PRESET_RENAMES.get(k, k) not in flags] == []
+    assert set(TRAINING_KEYS["optimizer"].choices) == set(OPTIMIZER_TYPES)
+    assert tuple(TRAINING_KEYS["adjust_lr"].choices) == tuple(ADJUST_LR)
+    assert tuple(flags["adjust_lr"].metadata["choices"]) == tuple(ADJUST_LR)
+    assert {f.name for f in fields(MuonArguments)} <= set(TRAINING_KEYS)
+    from optimizers.factory import FUSED_MODES
+    from optimizers.newton_schulz import METHODS
+    from optimizers.precision import COMPUTE_DTYPES
+
+    for key, owner in (("muon_compute_dtype", COMPUTE_DTYPES), ("ns_method", METHODS), ("fused_blocks", FUSED_MODES)):
+        assert tuple(TRAINING_KEYS[key].choices) == tuple(owner) == tuple(flags[key].metadata["choices"])

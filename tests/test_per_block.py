@@ -86,3 +86,20 @@ def test_bad_row_blocks_are_one_line_errors(blocks, match):
     with pytest.raises(MuonConfigError, match=match) as err:
         Muon([{"params": [p], "row_blocks": blocks}])
     assert "\n" not in str(err.value)
+
+
+def test_factory_per_block_reads_blocks_from_the_config():
+    from mamba_trainer.models import build_model
+    from optimizers import create_muon_optimizer
+    from optimizers.fused_blocks import fused_row_blocks
+
+    torch.manual_seed(0)
+    model = build_model("hybrid-tiny", vocab_size=1024)
+    expected = {n: [k for _, k in b] for n, b in fused_row_blocks(model).items()}
+    opt = create_muon_optimizer(model, fused="per_block", verbose=False)
+    recorded = {n: b for g in opt.describe()["groups"] for n, b in (g.get("row_blocks") or {}).items()}
+    assert recorded == expected and any("in_proj" in n for n in recorded)
+    whole = create_muon_optimizer(model, verbose=False)
+    assert not any(g.get("row_blocks") for g in whole.describe()["groups"])
+    with pytest.raises(MuonConfigError, match="valid: whole, per_block"):
+        create_muon_optimizer(model, fused="blocks", verbose=False)

@@ -280,3 +280,14 @@ def test_existing_output_needs_overwrite_and_must_be_a_dataset(script_main, tmp_
     assert script_main(["--data_files", str(MATHINSTRUCT), "--output", str(out), "--overwrite"]) == 2
     assert "refusing to delete" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_dataset_flag_accepts_a_local_file_like_data_files(mixed_run, tmp_path):
+    """--dataset ./file.json reads the file (it used to say the Hub had no data file at that path)."""
+    out = tmp_path / "out"
+    proc = run_script("--dataset", MATHINSTRUCT, "--output", out, "--mix_gsm8k", GSM8K, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    assert (stats["rows_in"], stats["kept"], stats["rows_out"]) == tuple(mixed_run[1][k] for k in ("rows_in", "kept", "rows_out"))
+    missing = run_script("--dataset", "./no_such.json", "--output", tmp_path / "x", tmp_path=tmp_path)
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr and "Hub (" not in missing.stderr

@@ -8,6 +8,16 @@ from mamba_trainer import rundir
 from mamba_trainer.errors import UserError
 
 
+def write_whole_checkpoint(ckpt, step):
+    """The files checkpoint_problem reads, each written whole (tiny, but in the Trainer's formats)."""
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2, 2)}, str(ckpt / "model.safetensors"))
+    torch.save({"state": {}}, ckpt / "optimizer.pt")
+    (ckpt / rundir.TRAINER_STATE).write_text(json.dumps({"global_step": step, "log_history": []}))
+
+
 def make_run(root, name="run", steps=(3, 6), final=True, size="hybrid-tiny"):
     run = root / name
     run.mkdir(parents=True)
@@ -15,7 +25,7 @@ def make_run(root, name="run", steps=(3, 6), final=True, size="hybrid-tiny"):
     for step in steps:
         ckpt = run / f"checkpoint-{step}"
         ckpt.mkdir()
-        (ckpt / rundir.TRAINER_STATE).write_text("{}")
+        write_whole_checkpoint(ckpt, step)
     if final:
         (run / "final").mkdir()
         (run / "final" / "config.json").write_text("{}")

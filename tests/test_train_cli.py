@@ -193,3 +193,16 @@ def test_output_dir_of_another_run_is_refused(muon_run, workdir, capsys):
     code = main(["--training_preset", "muon_smoke", "--max_steps", "1", "--output_dir", str(muon_run)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--resume latest" in err
+
+
+@pytest.mark.parametrize("preset", ["muon_default", "smoke"])
+def test_help_shows_the_values_the_preset_will_use(preset, capsys):
+    from configs.model_configs import get_training_config
+
+    with pytest.raises(SystemExit):
+        main(["--training_preset", preset, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    values = get_training_config(preset)
+    for flag in ("max_seq_length", "momentum_warmup_steps", "learning_rate"):
+        shown = text.split(f"--{flag} ")[-1].split("(default: ")[1].split(")")[0]
+        assert float(shown) == float(values[flag]), (flag, shown)

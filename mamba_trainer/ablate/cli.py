@@ -141,7 +141,10 @@ def resolve_variants(spec: SweepSpec) -> list:
         from configs.model_configs import get_model_config
 
         get_model_config(base.model.model_size)  # an unknown size fails here, with the valid ones
-    adamw_lr = base.muon.adamw_lr if base.muon.adamw_lr is not None else base.training.learning_rate
+    from optimizers.factory import ADAMW_LR_RATIO
+
+    # The lr training gives the AdamW side when adamw_lr is None (optimizers.factory), so baselines match it.
+    adamw_lr = base.muon.adamw_lr if base.muon.adamw_lr is not None else base.training.learning_rate * ADAMW_LR_RATIO
     base_values = {"base_lr": base.training.learning_rate, "base_adamw_lr": adamw_lr}
     variants = build_variants(spec, known_flags=training_flag_names(), base_values=base_values)
     seen: dict[str, object] = {}

@@ -215,10 +215,22 @@ class Job:
 
 def start_process(cmd: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     """Start one training (the only place a sweep starts a subprocess). Its own session: a Ctrl-C on the sweep
-    reaches the child once, through the sweep, so the child stops gracefully and saves a checkpoint."""
+    reaches the child once, through the sweep, so the child stops gracefully and saves a checkpoint. If the
+    sweep itself dies (kill -9), the child is killed too: a rerun then finds the variant unfinished and
+    resumes it, instead of meeting a run folder still locked by an orphan."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when the sweep process dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def child_env(device: str | None) -> dict:

@@ -1,0 +1,179 @@
+"""bench/convergence.py's pure parts: crossing interpolation, ratios, grid extension, resume skipping. No training."""
+
+import doctest
+import importlib.util
+import json
+import math
+import statistics
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def conv():
+    spec = importlib.util.spec_from_file_location("convergence_bench", ROOT / "bench" / "convergence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_doctests(conv):
+    result = doctest.testmod(conv)
+    assert result.attempted >= 5 and result.failed == 0
+
+
+def test_crossing_is_interpolated_between_evals(conv):
+    curve = [(0, 7.0), (10, 5.0), (20, 4.0), (30, 3.0)]
+    assert conv.steps_to_reach(curve, 4.5) == pytest.approx(15.0)
+    assert conv.steps_to_reach(curve, 4.0) == pytest.approx(20.0)
+    assert conv.steps_to_reach(curve, 8.0) == 0.0  # already below at the first point
+    assert conv.steps_to_reach(curve, 2.0) is None
+    # a loss that dips below the target and comes back counts at its first crossing
+    assert conv.steps_to_reach([(0, 5.0), (10, 3.0), (20, 4.0)], 4.0) == pytest.approx(5.0)
+
+
+def _run(steps, seconds, losses):
+    """A run summary as summarize_run returns it, with evals evenly spaced."""
+    n = len(losses) - 1
+    curve = [(steps * i // n, seconds * i / n, loss) for i, loss in enumerate(losses)]
+    return {"curve": curve, "final": losses[-1], "steps": steps, "train_seconds": seconds}
+
+
+def test_ratios_and_gap_against_hand_computed_values(conv):
+    adamw = [_run(100, 200.0, [7.0, 5.0, 4.0, 3.5, 3.0])]  # target 3.0 at step 100, 200 s
+    # Muon: evals at 0/25/50/75/100 steps, 0/75/150/225/300 s (1.5x slower per step); reaches 3.0 halfway
+    # between step 25 (3.2) and 50 (2.8) -> 37.5 steps, 112.5 s
+    muon = [_run(100, 300.0, [7.0, 3.2, 2.8, 2.6, 2.5])]
+    c = conv.compare(adamw, muon)
+    assert c["steps_ratios"] == [pytest.approx(0.375)]
+    assert c["time_ratios"] == [pytest.approx(112.5 / 200.0)]
+    assert c["final_gap"]["mean"] == pytest.approx(-0.5)
+    assert c["steps_ratio"]["reached"] == 1 and c["steps_ratio"]["of"] == 1
+
+
+def test_unreached_target_is_infinite_and_left_out_of_the_mean(conv):
+    adamw = [_run(100, 100.0, [7.0, 3.0]), _run(100, 100.0, [7.0, 3.0])]
+    muon = [_run(100, 100.0, [7.0, 5.0, 2.0]), _run(100, 100.0, [7.0, 3.5])]
+    c = conv.compare(adamw, muon)
+    assert c["steps_ratios"][0] == pytest.approx((50 + 50 * 2 / 3) / 100)
+    assert math.isinf(c["steps_ratios"][1])
+    assert c["steps_ratio"]["reached"] == 1 and c["steps_ratio"]["of"] == 2
+    assert c["steps_ratio"]["mean"] == pytest.approx(c["steps_ratios"][0])
+
+
+def test_seed_spread_is_the_sample_std(conv):
+    adamw = [_run(10, 10.0, [7.0, 3.0])] * 3
+    muon = [_run(10, 10.0, [7.0, loss, 2.0]) for loss in (2.0, 2.5, 2.8)]
+    c = conv.compare(adamw, muon)
+    assert c["steps_ratio"]["std"] == pytest.approx(statistics.stdev(c["steps_ratios"]))
+    assert c["steps_ratio"]["min"] < c["steps_ratio"]["max"]
+
+
+def test_grid_extends_past_the_edge_and_stops_inside(conv):
+    assert conv.next_lr({1e-2: 3.0, 2e-2: 2.9, 4e-2: 2.8}, 2.0) == pytest.approx(8e-2)
+    assert conv.next_lr({1e-2: 2.7, 2e-2: 2.9, 4e-2: 3.0}, 2.0) == pytest.approx(5e-3)
+    assert conv.next_lr({1e-2: 3.0, 2e-2: 2.8, 4e-2: 2.9}, 2.0) is None
+    # a diverged top lr is not "best": the best finite one sits inside the grid
+    assert conv.next_lr({1e-2: 3.0, 2e-2: 2.8, 4e-2: math.inf}, 2.0) is None
+    with pytest.raises(RuntimeError, match="every lr diverged"):
+        conv.pick_best({1e-2: math.inf})
+
+
+def test_tune_runs_the_extension_and_skips_nothing_twice(conv, monkeypatch):
+    finals = {1e-3: 3.0, 2e-3: 2.9, 4e-3: 2.8, 8e-3: 2.7, 1.6e-2: 2.75}
+    calls = []
+
+    def fake_run(size, kind, lr, seed, cfg, adamw_lr=None):
+        calls.append(lr)
+        return {"size": size, "kind": kind, "lr": lr, "seed": seed, "final": finals[lr]}
+
+    monkeypatch.setattr(conv, "train_run", fake_run)
+    cfg = SimpleNamespace(extend=True, max_extend=3)
+    best = conv.tune("mamba-tiny", "adamw", [1e-3, 2e-3, 4e-3], cfg, [])
+    assert calls == pytest.approx([1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
+    assert best == pytest.approx(8e-3)
+
+
+def _write_metrics(run_dir: Path, records):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_training_seconds_exclude_every_eval(conv):
+    records = [{"step": 0, "elapsed_s": 3.0, "eval_loss": 7.0, "eval_runtime": 3.0},
+               {"step": 5, "elapsed_s": 13.0, "loss": 6.0},
+               {"step": 5, "elapsed_s": 16.0, "eval_loss": 5.0, "eval_runtime": 3.0},
+               {"step": 10, "elapsed_s": 26.0, "eval_loss": 4.0, "eval_runtime": 4.0},
+               {"step": 10, "event": "end", "reason": "completed"}]
+    s = conv.summarize_run(records)
+    assert s["curve"] == [(0, 0.0, 7.0), (5, 10.0, 5.0), (10, 16.0, 4.0)]
+    assert s["final"] == 4.0 and s["steps"] == 10 and s["train_seconds"] == 16.0
+    diverged = conv.summarize_run(records[:-1] + [{"step": 10, "event": "end", "reason": "diverged"}])
+    assert math.isinf(diverged["final"])
+
+
+def test_resume_skips_finished_runs_and_redoes_cut_short_ones(conv, tmp_path):
+    done = tmp_path / "adamw_lr0.002_seed0"
+    _write_metrics(done, [{"step": 4, "elapsed_s": 1.0, "eval_loss": 3.0, "eval_runtime": 0.1},
+                          {"step": 4, "event": "end", "reason": "completed"}])
+    (done / "final").mkdir()
+    (done / "final" / "config.json").write_text("{}")
+    assert conv.is_complete(done)
+
+    no_final = tmp_path / "b"  # ended "completed" but final/ never landed: not a result
+    _write_metrics(no_final, [{"step": 4, "event": "end", "reason": "completed"}])
+    cut = tmp_path / "c"  # killed mid-run: no end event
+    _write_metrics(cut, [{"step": 2, "elapsed_s": 1.0, "loss": 5.0}])
+    stopped = tmp_path / "d"
+    _write_metrics(stopped, [{"step": 2, "event": "end", "reason": "stopped"}])
+    diverged = tmp_path / "e"
+    _write_metrics(diverged, [{"step": 2, "event": "end", "reason": "diverged"}])
+    assert not conv.is_complete(no_final) and not conv.is_complete(cut) and not conv.is_complete(stopped)
+    assert conv.is_complete(diverged)
+    assert not conv.is_complete(tmp_path / "missing")
+
+
+def test_train_run_reuses_a_finished_folder_without_training(conv, tmp_path, monkeypatch):
+    cfg = SimpleNamespace(out=str(tmp_path), variant="")
+    run_dir = tmp_path / "mamba-tiny" / conv.run_name("adamw", 2e-3, 0)
+    _write_metrics(run_dir, [{"step": 4, "elapsed_s": 2.0, "eval_loss": 3.0, "eval_runtime": 0.5},
+                             {"step": 4, "event": "end", "reason": "completed"}])
+    (run_dir / "final").mkdir()
+    (run_dir / "final" / "config.json").write_text("{}")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(conv.subprocess, "run", no_training)
+    r = conv.train_run("mamba-tiny", "adamw", 2e-3, 0, cfg)
+    assert r["final"] == 3.0 and r["train_seconds"] == 1.5
+
+
+def test_variant_names_muon_runs_only_and_extra_flags_reach_muon(conv, tmp_path):
+    assert conv.run_name("adamw", 2e-3, 1, "perblock") == "adamw_lr0.002_seed1"
+    assert conv.run_name("muon", 2e-2, 1, "perblock") == "muon_perblock_lr0.02_seed1"
+    assert conv.log_path(tmp_path / "adamw_lr0.002_seed1").name == "adamw_lr0.002_seed1.log"
+    cfg = conv.parse(["--steps", "400", "--variant", "v", "--extra", "--ns_steps 3", "--out", str(tmp_path)])
+    muon = conv.train_flags("hybrid-tiny", "muon", 2e-2, 0, cfg, tmp_path / "m", 2e-3)
+    adamw = conv.train_flags("hybrid-tiny", "adamw", 2e-3, 0, cfg, tmp_path / "a", None)
+    assert muon[-2:] == ["--ns_steps", "3"] and "--ns_steps" not in adamw
+    flag = dict(zip(muon[::2], muon[1::2]))
+    # the presets' 10% warmup and 15% momentum ramp (of 200 steps), scaled to 400 steps
+    assert flag["--warmup_steps"] == "40" and flag["--momentum_warmup_steps"] == "60"
+    assert flag["--adamw_lr"] == "0.002" and flag["--training_preset"] == "muon_demo"
+    with pytest.raises(SystemExit):
+        conv.parse(["--extra", "--ns_steps 3"])  # extra flags without a variant name would reuse its folders
+
+
+def test_flags_are_accepted_by_the_real_parser(conv, tmp_path):
+    from mamba_trainer.args import parse_args
+
+    cfg = conv.parse(["--quick", "--out", str(tmp_path)])
+    for kind, adamw_lr in (("adamw", None), ("muon", 2e-3)):
+        parsed = parse_args(conv.train_flags("mamba-tiny", kind, 1e-2, 1, cfg, tmp_path / kind, adamw_lr))
+        assert parsed.training.max_steps == 80 and parsed.training.seed == 1
+        assert parsed.training.eval_steps == 10 and parsed.data.max_seq_length == 64

@@ -1,0 +1,118 @@
+"""kill -9 at any moment, then ``--resume latest``: the newest *whole* checkpoint is used, the line printed
+says which and why a newer one was skipped, and the final weights equal those of an uninterrupted run.
+
+The real CLI runs as a subprocess on hybrid-tiny (4 steps, checkpoints at 2 and 4); ``MAMBA_TRAINER_KILL_AT``
+makes the process SIGKILL itself inside a step, an evaluation, or a checkpoint's save.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mamba_trainer.errors import UserError
+from mamba_trainer.rundir import checkpoint_problem, resolve_resume
+from mamba_trainer.train import KILL_HOOK_ENV
+
+REPO = Path(__file__).resolve().parent.parent
+FLAGS = ["--model_size", "hybrid-tiny", "--training_preset", "muon_smoke", "--max_steps", "4", "--save_steps", "2",
+         "--eval_steps", "2", "--logging_steps", "1", "--max_seq_length", "16", "--per_device_train_batch_size", "1",
+         "--max_train_examples", "40", "--max_eval_examples", "2", "--seed", "7", "--disable_tqdm", "true"]
+
+
+def train(run_dir: Path, *extra, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != KILL_HOOK_ENV}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if kill_at:
+        env[KILL_HOOK_ENV] = kill_at
+    return subprocess.run([sys.executable, "-m", "mamba_trainer.train", *FLAGS, "--output_dir", str(run_dir), *extra],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"weights differ from the uninterrupted run: {different[:5]}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("kill") / "reference"
+    done = train(run_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return run_dir
+
+
+@pytest.mark.parametrize("kill_at, skipped", [("step:3", None), ("eval:4", None), ("save:4", "checkpoint-4")],
+                         ids=["mid-step", "mid-eval", "mid-checkpoint-write"])
+def test_kill_anywhere_then_resume_latest_matches_uninterrupted(reference, tmp_path, kill_at, skipped):
+    run_dir = tmp_path / "run"
+    killed = train(run_dir, kill_at=kill_at)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (run_dir / "final").exists()
+    resumed = train(run_dir, "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    line = next(ln for ln in resumed.stdout.splitlines() if ln.startswith("resuming from"))
+    assert line.split(";")[0].endswith("checkpoint-2")
+    if skipped:
+        assert f"skipped newer incomplete {skipped}: no trainer_state.json" in line
+        assert (run_dir / f"{skipped}.incomplete").is_dir()
+    else:
+        assert "skipped" not in line
+    assert_same_weights(reference, run_dir)
+    steps = [json.loads(ln).get("step") for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(ln) and "eval_loss" not in json.loads(ln)]
+    assert steps == [1, 2, 3, 4]  # lines logged after checkpoint-2 by the killed process were dropped
+
+
+def test_truncated_optimizer_state_is_skipped(reference, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    shutil.rmtree(run_dir / "final")
+    optimizer = run_dir / "checkpoint-4" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    resumed = train(run_dir, "--resume", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "skipped newer incomplete checkpoint-4: optimizer.pt is truncated or corrupt" in resumed.stdout
+    assert_same_weights(reference, run_dir)
+
+
+def test_checkpoint_problems_are_named(reference, tmp_path):
+    good = reference / "checkpoint-2"
+    assert checkpoint_problem(good) is None
+    for name, damage, expected in [
+        ("trainer_state.json", b"{}", "lacks global_step"),
+        ("trainer_state.json", b'{"global_st', "not valid JSON"),
+        ("model.safetensors", None, "model.safetensors is truncated"),
+        ("scheduler.pt", b"", "scheduler.pt is truncated"),
+    ]:
+        bad = tmp_path / f"checkpoint-2-{expected.split()[0]}" / "checkpoint-2"
+        shutil.copytree(good, bad)
+        target = bad / name
+        target.write_bytes(damage if damage is not None else target.read_bytes()[:-100])
+        assert expected in checkpoint_problem(bad)
+
+
+def test_empty_state_and_no_run_config_is_one_line(reference, tmp_path):
+    """The case that used to end in ``TypeError: 'NoneType' object is not subscriptable``."""
+    run_dir = tmp_path / "bare"
+    shutil.copytree(reference / "checkpoint-2", run_dir / "checkpoint-2")
+    (run_dir / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    with pytest.raises(UserError, match="run_config.json") as info:
+        resolve_resume("latest", str(run_dir), tmp_path)
+    assert "\n" not in str(info.value)
+    shutil.copy(reference / "run_config.json", run_dir / "run_config.json")
+    with pytest.raises(UserError, match="no complete checkpoint.*lacks global_step"):
+        resolve_resume("latest", str(run_dir), tmp_path)
