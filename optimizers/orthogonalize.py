@@ -129,50 +129,27 @@ def cayley(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
     return run(G)
 
 
-def newtonschulz5(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
-    """Keller Jordan's Muon iteration: (3.4445, -4.7750, 2.0315) for 5 steps."""
-    return newton_schulz(G, _schedule([NS5_COEFFS], 5 if steps is None else steps), method=method)
-
-
-def newtonschulz10(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
-    """7 KJ steps then 3 classical polishing steps: converges to U Vᵀ (to fp32 round-off)."""
-    return newton_schulz(G, _schedule(NS10_SCHEDULE, steps), method=method)
-
-
-def conservative(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
-    """Convergent quintic (2.8, -3.05, 1.25), 5 steps: smaller overshoot, slower on small singular values."""
-    return newton_schulz(G, _schedule([CONSERVATIVE_COEFFS], 5 if steps is None else steps), method=method)
-
-
-def aggressive(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
-    """Steeper quintic (3.8, -5.4, 2.2), 5 steps: lifts small singular values faster, wider band."""
-    return newton_schulz(G, _schedule([AGGRESSIVE_COEFFS], 5 if steps is None else steps), method=method)
-
-
-def polar_express(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
-    """Polar Express degree-5 schedule (5 steps by default, as in the paper's Muon runs)."""
-    return newton_schulz(G, _schedule(POLAR_EXPRESS_SCHEDULE, 5 if steps is None else steps), scale=1.01,
-                         method=method)
-
-
-BACKENDS: dict[str, Backend] = {
-    "newtonschulz5": newtonschulz5,
-    "newtonschulz10": newtonschulz10,
-    "polar_express": polar_express,
-    "cayley": cayley,
-    "conservative": conservative,
-    "aggressive": aggressive,
+# The polynomial backends as data: (per-step coefficients, steps when steps=None, input scale). `polynomial_plan`
+# reads this; the registry functions below, custom coefficients and `default_steps` all go through it.
+_POLYNOMIAL: dict[str, tuple[list[Coeffs], int | None, float]] = {
+    "newtonschulz5": ([NS5_COEFFS], 5, 1.0),  # Keller Jordan's Muon iteration
+    "newtonschulz10": (NS10_SCHEDULE, None, 1.0),  # 7 KJ + 3 polishing steps: converges to U Vᵀ
+    "polar_express": (POLAR_EXPRESS_SCHEDULE, 5, 1.01),  # the paper's Muon runs use 5 steps, input / 1.01‖G‖
+    "conservative": ([CONSERVATIVE_COEFFS], 5, 1.0),  # smaller overshoot, slower on small singular values
+    "aggressive": ([AGGRESSIVE_COEFFS], 5, 1.0),  # lifts small singular values faster, wider band
 }
 
-# the polynomial backends' coefficient lists and default step counts (steps=None), for `polynomial_plan`
-_POLYNOMIAL: dict[str, tuple[list[Coeffs], int | None]] = {
-    "newtonschulz5": ([NS5_COEFFS], 5), "newtonschulz10": (NS10_SCHEDULE, None),
-    "polar_express": (POLAR_EXPRESS_SCHEDULE, 5), "conservative": ([CONSERVATIVE_COEFFS], 5),
-    "aggressive": ([AGGRESSIVE_COEFFS], 5)}
 
-#: Steps each named backend runs when ``steps`` is None (the benchmark uses it to count FLOPs).
-DEFAULT_STEPS = {"newtonschulz5": 5, "newtonschulz10": 10, "polar_express": 5, "cayley": CAYLEY_STEPS,
-                 "conservative": 5, "aggressive": 5}
+def _polynomial_backend(name: str) -> Backend:
+    def backend(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
+        schedule, scale = polynomial_plan(name, steps)
+        return newton_schulz(G, schedule, scale=scale, method=method)
+
+    backend.__name__ = backend.__qualname__ = name
+    return backend
+
+
+BACKENDS: dict[str, Backend] = {**{name: _polynomial_backend(name) for name in _POLYNOMIAL}, "cayley": cayley}
 
 
 def _valid_names() -> str:
@@ -206,12 +183,9 @@ def get_backend(name_or_coeffs) -> Backend:
     schedule = _as_coeffs(name_or_coeffs)
     if schedule is None:
         raise MuonConfigError(f"bad orthogonalization backend {name_or_coeffs!r}; valid: {_valid_names()}")
-    single = all(isinstance(v, (int, float)) for v in name_or_coeffs)
 
     def custom(G: Tensor, steps: int | None = None, method: str = "auto") -> Tensor:
-        if steps is None and single:
-            steps = 5
-        return newton_schulz(G, _schedule(schedule, steps), method=method)
+        return newton_schulz(G, polynomial_plan(name_or_coeffs, steps)[0], method=method)
 
     return custom
 
@@ -223,8 +197,7 @@ def polynomial_plan(name_or_coeffs, steps: int | None) -> tuple[list[Coeffs], fl
         get_backend(name_or_coeffs)
         if name_or_coeffs not in _POLYNOMIAL:
             return None
-        coeffs, default = _POLYNOMIAL[name_or_coeffs]
-        scale = 1.01 if name_or_coeffs == "polar_express" else 1.0
+        coeffs, default, scale = _POLYNOMIAL[name_or_coeffs]
         return _schedule(coeffs, default if steps is None else steps), scale
     schedule = _as_coeffs(name_or_coeffs)
     if schedule is None:
@@ -235,14 +208,8 @@ def polynomial_plan(name_or_coeffs, steps: int | None) -> tuple[list[Coeffs], fl
 
 def default_steps(name_or_coeffs) -> int:
     """How many iterations a backend runs when ``steps`` is None."""
-    if isinstance(name_or_coeffs, str):
-        get_backend(name_or_coeffs)
-        return DEFAULT_STEPS[name_or_coeffs]
-    schedule = _as_coeffs(name_or_coeffs)
-    if schedule is None:
-        get_backend(name_or_coeffs)  # raises with the valid names
-    single = all(isinstance(v, (int, float)) for v in name_or_coeffs)
-    return 5 if single else len(schedule)
+    plan = polynomial_plan(name_or_coeffs, None)
+    return CAYLEY_STEPS if plan is None else len(plan[0])
 
 
 def check_method(method: str) -> str:

@@ -71,8 +71,7 @@ def resolve_dtype(compute_dtype, device: torch.device) -> torch.dtype:
         return compute_dtype
     dtype = getattr(torch, str(compute_dtype).replace("torch.", ""), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise MuonConfigError(f"unknown compute_dtype {compute_dtype!r}; valid: auto, float32, bfloat16, float16, "
-                              "float64")
+        raise MuonConfigError(f"unknown compute_dtype {compute_dtype!r}; valid: {', '.join(COMPUTE_DTYPES)}")
     return dtype
 
 

@@ -3,7 +3,6 @@
 from collections import namedtuple
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from mamba_trainer.resume_keys import resume_keys_message, unrestored_keys
