@@ -16,14 +16,14 @@ GSM8K row is dropped in favour of the GSM8K copy. The per-row logic is in ``mamb
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
-from mamba_trainer.errors import USER_ERRORS, UserError
+from configs.text import first_line
+from mamba_trainer.errors import UserError, run_cli
 
 GSM8K_HUB_NAMES = ("openai/gsm8k", "gsm8k")
 
@@ -81,9 +81,8 @@ def _load_files(paths: List[str], flag: str):
     try:
         return datasets.load_dataset("json", data_files=paths, split="train")
     except (datasets.exceptions.DatasetGenerationError, ValueError) as exc:  # malformed JSON / mixed schemas
-        cause = (exc.__cause__ or exc)
-        first_line = (str(cause).splitlines() or [type(cause).__name__])[0][:200]
-        raise UserError(f"{flag}: could not read {', '.join(paths)} as JSON or JSONL ({first_line})") from exc
+        raise UserError(f"{flag}: could not read {', '.join(paths)} as JSON or JSONL "
+                        f"({first_line(exc.__cause__ or exc, 200)})") from exc
 
 
 def _load_hub(name: str, config: Optional[str], flag: str):
@@ -92,7 +91,7 @@ def _load_hub(name: str, config: Optional[str], flag: str):
     try:
         return datasets.load_dataset(name, config, split="train")
     except OSError as exc:  # ConnectionError (offline, unreachable) and FileNotFoundError (no such dataset)
-        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        cause = first_line(exc)
         local_flag = "--data_files" if flag == "--dataset" else flag
         raise UserError(
             f"{flag}: could not load '{name}' from the Hugging Face Hub ({cause}); "
@@ -189,28 +188,30 @@ def build(args: PrepareCotArguments):
     return out, stats
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def run(argv: Optional[List[str]]) -> int:
     from transformers import HfArgumentParser
+
+    from mamba_trainer.jsonio import write_json
 
     parser = HfArgumentParser(PrepareCotArguments)
     args, unknown = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    try:
-        if unknown:
-            raise UserError(f"unknown argument(s) {unknown}; see python prepare_cot_dataset.py --help")
-        replace = _check_output_dir(args.output, args.overwrite)
-        dataset, stats = build(args)
-        if replace:
-            shutil.rmtree(args.output)
-        dataset.save_to_disk(args.output)
-        with open(os.path.join(args.output, "stats.json"), "w") as f:
-            json.dump(stats, f, indent=2)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if unknown:
+        raise UserError(f"unknown argument(s) {unknown}; see python prepare_cot_dataset.py --help")
+    replace = _check_output_dir(args.output, args.overwrite)
+    dataset, stats = build(args)
+    if replace:
+        shutil.rmtree(args.output)
+    dataset.save_to_disk(args.output)
+    write_json(os.path.join(args.output, "stats.json"), stats, sort_keys=False)
     dropped = ", ".join(f"{k}={v}" for k, v in sorted(stats["dropped"].items())) or "none"
     print(f"kept {stats['kept']}/{stats['rows_in']} rows (dropped: {dropped}); "
           f"GSM8K mixed in: {stats['gsm8k_mixed']}; wrote {stats['rows_out']} rows to {args.output}")
     return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``error: <message>`` and status 2 for a user error (``mamba_trainer.errors.run_cli``), else ``run``'s."""
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":

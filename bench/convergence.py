@@ -25,8 +25,12 @@ Method, per model size:
    Caveat: both runs anneal over the full run, so the ratio is conservative for Muon.
 Time ratios only mean something when each run had the machine to itself (the load average is recorded per run).
 
-Runs live in ``<out>/<size>/<name>/`` (the run folders mamba-train writes) with the log next to them. AdamW runs are
-shared by every ``--variant``; Muon runs carry the variant in their name. Extra flags go to Muon runs only.
+Runs live in ``<out>/<size>/<name>/`` (the run folders mamba-train writes) with the log and the machine it ran on
+(``<name>.machine.json``) next to them. AdamW runs are shared by every ``--variant``; Muon runs carry the variant in
+their name. Extra flags go to Muon runs only. A finished run keeps only what the results are made from (metrics,
+run files, ``final/config.json``; ``--keep_weights`` keeps the rest), so an ``--out`` inside the repository
+(bench/results/...) can be committed and a sweep continued in a later session or on another checkout. A time ratio
+is computed only for a pair of runs made on the same machine (same CPU model, cores, ISA flags, GPU).
 """
 
 from __future__ import annotations
@@ -45,7 +49,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 from configs.model_configs import get_training_config  # noqa: E402
+from mamba_trainer.jsonio import read_metrics  # noqa: E402
+from machine import describe_machine, machine_key  # noqa: E402  (bench/machine.py)
 
 DEFAULT_SIZES = ("hybrid-tiny", "mamba-tiny")
 PRESETS = {"adamw": "demo", "muon": "muon_demo"}
@@ -104,15 +111,28 @@ def run_name(kind: str, lr: float, seed: int, variant: str = "") -> str:
     return f"{kind}{tag}_lr{lr:g}_seed{seed}"
 
 
-def log_path(run_dir: Path) -> Path:
-    return Path(run_dir).parent / f"{Path(run_dir).name}.log"  # not with_suffix: the lr's "." is no suffix
+def log_path(run_dir: Path, suffix: str = ".log") -> Path:
+    return Path(run_dir).parent / f"{Path(run_dir).name}{suffix}"  # not with_suffix: the lr's "." is no suffix
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+#: what a finished run keeps without --keep_weights: the files the results and a resume check read
+KEEP = ("metrics.jsonl", "run_config.json", "optimizer.json", "environment.json", "final/config.json")
+
+
+def prune(run_dir: Path) -> None:
+    """Delete everything in a finished run folder but `KEEP` (weights, tokenizer, plots: ~12 MB -> ~30 kB)."""
+    run_dir = Path(run_dir)
+    keep = {run_dir / k for k in KEEP}
+    for path in sorted(run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and path not in keep:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def read_machine(run_dir: Path) -> str | None:
+    path = log_path(run_dir, ".machine.json")
+    return json.loads(path.read_text()).get("machine") if path.is_file() else None
 
 
 def run_status(records: list[dict]) -> str | None:
@@ -167,9 +187,12 @@ def compare(adamw_runs: list[dict], muon_runs: list[dict]) -> dict:
         steps_r.append(s / a["steps"] if s is not None and a["steps"] else math.inf)
         time_r.append(t / a["train_seconds"] if t is not None and a["train_seconds"] else math.inf)
         gaps.append(m["final"] - a["final"])
+        if a.get("machine") != m.get("machine"):  # seconds from two machines do not divide
+            time_r[-1] = math.nan
 
     def summary(values):
         finite = [v for v in values if math.isfinite(v)]  # over the seeds that reached the target
+        values = [v for v in values if not math.isnan(v)]  # NaN: not comparable (two machines), not counted
         return {**mean_spread(finite), "reached": len(finite), "of": len(values)} if finite else None
 
     return {"steps_ratio": summary(steps_r), "time_ratio": summary(time_r), "final_gap": summary(gaps),
@@ -222,8 +245,12 @@ def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float |
                                 stdout=handle, stderr=subprocess.STDOUT).returncode
         if rc not in (0, 3):  # 3: diverged, a result; anything else is a broken run
             raise RuntimeError(f"{run_dir.name} failed (exit {rc}); see {log_path(run_dir)}")
+        log_path(run_dir, ".machine.json").write_text(json.dumps(
+            {"machine": machine_key(), "load_average_start": load, "load_average_end": os.getloadavg()}) + "\n")
+        if not cfg.keep_weights:
+            prune(run_dir)
     r = {"size": size, "kind": kind, "lr": lr, "seed": seed, "adamw_lr": adamw_lr, "run_dir": str(run_dir),
-         **summarize_run(read_metrics(run_dir))}
+         "machine": read_machine(run_dir), **summarize_run(read_metrics(run_dir))}
     log(f"{size} {kind} lr {lr:g} seed {seed}: final eval loss {r['final']:.4f} ({r['status']}, "
         f"{r['train_seconds']:.0f}s training)")
     return r
@@ -296,9 +323,11 @@ def table(summary: list[dict]) -> str:
              "| steps ratio | time-to-target ratio | per-seed steps ratios |", "|---" * 10 + "|"]
     for s in summary:
         per = ", ".join(f"{r:.2f}" if math.isfinite(r) else "> 1" for r in s["steps_ratios"])
+        times = ("n/a (runs from two machines)" if all(math.isnan(t) for t in s["time_ratios"])
+                 else ms(s["time_ratio"]))
         lines.append(f"| {s['size']} | {s['variant'] or 'default'} | {s['adamw_lr']:g} | {s['muon_lr']:g} | "
                      f"{ms(s['adamw_final'], 3)} | {ms(s['muon_final'], 3)} | {ms(s['final_gap'], 3)} | "
-                     f"{ms(s['steps_ratio'])} | {ms(s['time_ratio'])} | {per} |")
+                     f"{ms(s['steps_ratio'])} | {times} | {per} |")
     return "\n".join(lines)
 
 
@@ -321,6 +350,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (OMP_NUM_THREADS)")
     p.add_argument("--out", default=None, help="folder of the runs and results (default results/convergence_<time>)")
     p.add_argument("--plot", default=None, help="also save the plot here (e.g. docs/images/convergence.png)")
+    p.add_argument("--keep_weights", action="store_true", help="keep each finished run's weights and plots")
     cfg = p.parse_args(argv)
     if cfg.quick:
         cfg.steps, cfg.seq_len, cfg.seeds, cfg.eval_every = 80, 64, 2, 10
@@ -336,7 +366,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     info = {"command": shlex.join(["python", "bench/convergence.py", *(sys.argv[1:] if argv is None else argv)]),
-            "args": vars(cfg), "cores": os.cpu_count(), "load_average_start": os.getloadavg()}
+            "args": vars(cfg), "machine": describe_machine(), "load_average_start": os.getloadavg()}
     runs, summary = [], []
     for size in [s for s in cfg.sizes.split(",") if s]:
         adamw_lr = tune(size, "adamw", [float(x) for x in cfg.adamw_lrs.split(",")], cfg, runs)

@@ -33,7 +33,9 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from optimizer_step import model_shapes, ns_flops  # noqa: E402
+from optimizer_step import model_shapes  # noqa: E402
+
+from optimizers.newton_schulz import ns_flops  # noqa: E402
 
 import optimizers.distributed as odist  # noqa: E402
 from optimizers import Muon  # noqa: E402
@@ -154,7 +156,7 @@ def main(argv=None) -> None:
                 adamw = max(r["adamw"]["step_s"] for r in ranks)
                 moved = max(r["muon"]["sent"] + r["muon"]["received"] for r in ranks)
                 owners = odist.assign_owners([odist.ns_cost(s) for s in muon_shapes], world)
-                gflop = max(ns_flops([s for s, o in zip(muon_shapes, owners) if o == r], 5)
+                gflop = max(sum(ns_flops(s, 5) for s, o in zip(muon_shapes, owners) if o == r)
                             for r in range(world)) / 1e9
                 # ring all-reduce: each rank sends and receives 2(W-1)/W of the fp32 gradient
                 allreduce = 2 * 2 * (world - 1) / world * numel * 4 if mode == "ddp" else 0

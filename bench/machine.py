@@ -22,3 +22,17 @@ def describe_machine() -> str:
     return (f"CPU: {name or platform.processor() or platform.machine()} ({os.cpu_count()} cores), flags: {flags}"
             f"{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
             f"load average {os.getloadavg()[0]:.2f}")
+
+
+def machine_key() -> str:
+    """What decides speed and stays fixed on one machine (CPU model, cores, ISA flags, GPU): two timings are
+    comparable only when their keys match."""
+    from optimizers.precision import cpu_flags
+
+    try:
+        name = torch._C._cpu._get_cpu_capability().get("cpu_name")
+    except (AttributeError, RuntimeError):
+        name = None
+    flags = " ".join(f for f in ISA_FLAGS if f in cpu_flags())
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{name or platform.processor() or platform.machine()} ({os.cpu_count()} cores; {flags}; {gpu})"

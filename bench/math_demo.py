@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from mamba_trainer.jsonio import read_metrics  # noqa: E402
+
 RUNS = {  # name -> (preset, is a training run)
     "init": ("muon_demo", False),
     "muon": ("muon_demo", True),
@@ -68,11 +71,6 @@ def run(cmd: list[str], log: Path) -> float:
     if code != 0:
         sys.exit(f"error: {cmd[2]} failed with status {code}; see {log}")
     return seconds
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
 def describe(name: str, root: Path, timings: dict) -> dict:

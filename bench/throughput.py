@@ -11,12 +11,14 @@ steps, pooled over rounds, and the ratio Muon / AdamW per round and its median (
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mamba_trainer.jsonio import read_metrics  # noqa: E402
 
 
 def run_once(workdir: Path, optimizer: str, args, seed: int) -> list[float]:
@@ -32,7 +34,7 @@ def run_once(workdir: Path, optimizer: str, args, seed: int) -> list[float]:
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{optimizer} run failed:\n{result.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(out)
     rates = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
     return rates[args.skip:]
 

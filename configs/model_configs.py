@@ -1,4 +1,4 @@
-"""Named model sizes and training presets, looked up by name. Plain data; no torch import.
+"""Named model sizes and training presets, looked up by name, and the schema of the training keys.
 
     from configs.model_configs import get_model_config, get_training_config, load_presets_file
     get_model_config("hybrid-tiny")["config"]["hidden_size"]         # 192
@@ -7,6 +7,11 @@
 The data lives in ``configs/model_sizes.py`` (``MODEL_CONFIGS``) and ``configs/training_presets.py`` (``BASE`` +
 sparse ``PRESETS``, resolved here into ``TRAINING_CONFIGS``). An unknown name or key raises ``ConfigError``
 with one line listing the valid ones.
+
+``TRAINING_KEYS`` is the one schema of the training keys (type, range, choices, the CLI flag and its help):
+``mamba-train`` derives its flags from it and checks typed values with the same rules. Choice lists are imported
+from the modules that implement them (``optimizers``; ``SCHEDULERS``), so this module imports torch, not
+transformers.
 
 Custom presets without editing the package: ``load_presets_file("my_presets.yaml")`` (the CLI's
 ``--presets_file``), or ``MAMBA_TRAINER_PRESETS=a.yaml[:b.json]`` in the environment (loaded on the first
@@ -37,9 +42,16 @@ import math
 import os
 from pathlib import Path
 
+from optimizers import BACKENDS
+from optimizers.factory import FUSED_MODES, OPTIMIZER_TYPES
+from optimizers.functional import ADJUST_LR
+from optimizers.newton_schulz import METHODS
+from optimizers.precision import COMPUTE_DTYPES
+
 from .model_sizes import (MODEL_CONFIGS, TOKENIZER_VOCAB_SIZES, VOCAB_MULTIPLE, hybrid_layers,
                           padded_vocab_size)
 from .training_presets import BASE, PRESETS, SCHEDULERS
+from .text import one_line as _one_line
 
 __all__ = ["MODEL_CONFIGS", "TRAINING_CONFIGS", "TRAINING_KEYS", "ConfigError", "get_model_config",
            "get_training_config", "load_presets_file", "validate_training_config", "PRESETS_ENV",
@@ -56,10 +68,6 @@ class ConfigError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-def _one_line(x) -> str:
-    return " ".join(str(x).split())
-
-
 def unknown_name_error(kind: str, name, valid) -> ConfigError:
     """``unknown <kind> 'x' (did you mean 'y'?); valid <kind>s: a, b, c`` as a ConfigError."""
     valid = sorted(valid)
@@ -68,19 +76,40 @@ def unknown_name_error(kind: str, name, valid) -> ConfigError:
     return ConfigError(f"unknown {kind} '{name}'{hint}; valid {kind}s: {', '.join(valid)}")
 
 
-# ---- value rules for training keys -----------------------------------------------------------------------
-class _Num:
+# ---- the training-key schema -------------------------------------------------------------------------------------
+# One rule per training key: the values it takes and how mamba-train shows it. The CLI (mamba_trainer.args) builds
+# its flags' choices and help from these rules and checks typed values with them, so a bad value reads the same in a
+# presets file and on the command line. Choice lists are the owners' own objects, never copies.
+class _Rule:
+    """``flag``: the mamba-train flag when it has another name; ``help``: the flag's help text (None keeps
+    ``TrainingArguments``' own)."""
+
+    nullable = False
+    choices: tuple = ()
+
+    def __init__(self, *, flag: str | None = None, help: str | None = None):
+        self.flag, self.help = flag, help
+
+    def error(self, value, text: str | None = None) -> str:
+        """``must be <what>, got <value>``; ``text``: the value as the user typed it, shown instead of its repr."""
+        return f"must be {self.describe()}, got {repr(value) if text is None else text}"
+
+
+class _Num(_Rule):
     """A float or int rule with optional bounds; accepts numeric strings (YAML reads ``1e-3`` as a string)."""
 
-    def __init__(self, kind, lo=None, hi=None, *, lo_open=False, hi_open=False, nullable=False):
-        self.kind, self.lo, self.hi, self.lo_open, self.hi_open, self.nullable = kind, lo, hi, lo_open, hi_open, nullable
+    def __init__(self, kind, lo=None, hi=None, *, lo_open=False, hi_open=False, nullable=False, also=(), **shown):
+        super().__init__(**shown)
+        self.type, self.nullable, self.also = kind, nullable, tuple(also)  # also: values valid outside the bounds
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
 
     def describe(self) -> str:
-        text = "a number" if self.kind is float else "an integer"
+        text = "a number" if self.type is float else "an integer"
         if self.lo is not None and self.hi is not None:
             text += f" in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
         elif self.lo is not None:
             text += f" {'>' if self.lo_open else '>='} {self.lo}"
+        text += "".join(f" or {v}" for v in self.also)
         return text + (" or None" if self.nullable else "")
 
     def __call__(self, value):
@@ -91,10 +120,12 @@ class _Num:
         number = float(value)  # ValueError for a non-numeric string
         if not math.isfinite(number):
             raise ValueError
-        if self.kind is int:
+        if self.type is int:
             if not number.is_integer():
                 raise ValueError
             number = int(number)
+        if number in self.also:
+            return number
         if self.lo is not None and (number < self.lo or (self.lo_open and number == self.lo)):
             raise ValueError
         if self.hi is not None and (number > self.hi or (self.hi_open and number == self.hi)):
@@ -102,9 +133,21 @@ class _Num:
         return number
 
 
-class _Choice:
-    def __init__(self, *choices):
-        self.choices = choices
+class _Choice(_Rule):
+    """One of the values of ``owner``: the tuple (or registry dict) of the module that implements them, held, not
+    copied, so a value added there is valid here, and listed by ``mamba-train --help``, with no second edit."""
+
+    def __init__(self, owner, **shown):
+        super().__init__(**shown)
+        self._owner = owner
+
+    @property
+    def choices(self) -> tuple:
+        return tuple(self._owner)
+
+    @property
+    def type(self):
+        return type(self.choices[0])
 
     def describe(self) -> str:
         return "one of " + ", ".join(map(repr, self.choices))
@@ -115,50 +158,52 @@ class _Choice:
         return value
 
 
-class _Str:
-    def describe(self) -> str:
-        return "a non-empty string"
-
-    def __call__(self, value):
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError
-        return value
-
-
 _POS, _NONNEG, _UNIT = dict(lo=0, lo_open=True), dict(lo=0), dict(lo=0, hi=1, hi_open=True)
 
-#: training key -> rule; the keys are exactly BASE's (a test checks it).
+#: training key -> rule. The keys are exactly BASE's: resolving the built-in presets fails on a missing or extra key.
 TRAINING_KEYS = {
-    "optimizer": _Choice("adamw", "muon", "adamw_8bit"),  # = mamba_trainer.trainer.OPTIMIZER_TYPES (a test checks)
-    "learning_rate": _Num(float, **_POS),
+    "optimizer": _Choice(OPTIMIZER_TYPES, help="muon: Muon on the hidden weight matrices and AdamW on the rest; "
+                                               "adamw / adamw_8bit: AdamW (8-bit: bitsandbytes) on every parameter."),
+    "learning_rate": _Num(float, **_POS, help="Peak lr. Under --optimizer muon: Muon's lr for the hidden weight "
+                                              "matrices (--adamw_lr is the lr of the rest)."),
     "weight_decay": _Num(float, **_NONNEG),
-    "max_steps": _Num(int, **_POS),
+    "max_steps": _Num(int, **_POS, also=(-1,), help="Optimizer steps of the run; -1 trains --num_train_epochs "
+                                                    "epochs instead (the presets set a step count)."),
     "warmup_steps": _Num(int, **_NONNEG),
-    "lr_scheduler_type": _Choice(*SCHEDULERS),
-    "eval_interval": _Num(int, **_POS),
-    "save_interval": _Num(int, **_POS),
+    "lr_scheduler_type": _Choice(SCHEDULERS),
+    "eval_interval": _Num(int, **_POS, flag="eval_steps"),
+    "save_interval": _Num(int, **_POS, flag="save_steps"),
     "logging_steps": _Num(int, **_POS),
     "per_device_train_batch_size": _Num(int, **_POS),
     "gradient_accumulation_steps": _Num(int, **_POS),
-    "max_seq_length": _Num(int, **_POS),
+    "max_seq_length": _Num(int, **_POS, help="Tokens per training sequence."),
     "adam_beta1": _Num(float, **_UNIT),
     "adam_beta2": _Num(float, **_UNIT),
     "adam_epsilon": _Num(float, **_POS),
     "max_grad_norm": _Num(float, **_NONNEG),
-    "label_smoothing": _Num(float, **_UNIT),
-    "momentum": _Num(float, **_UNIT),
-    "nesterov": _Choice(True, False),
-    "backend": _Str(),
-    "ns_steps": _Num(int, **_POS, nullable=True),
-    "adjust_lr": _Choice("original", "match_rms_adamw", "none"),
-    "adamw_lr": _Num(float, **_POS, nullable=True),
-    "momentum_warmup_start": _Num(float, **_UNIT),
-    "momentum_warmup_steps": _Num(int, **_NONNEG),
-    "muon_beta2": _Num(float, **_UNIT, nullable=True),
-    # = optimizers.precision.COMPUTE_DTYPES, newton_schulz.METHODS, factory.FUSED_MODES (a test checks)
-    "muon_compute_dtype": _Choice("auto", "float32", "bfloat16", "float16", "float64"),
-    "ns_method": _Choice("auto", "plain", "gram"),
-    "fused_blocks": _Choice("whole", "per_block"),
+    "label_smoothing": _Num(float, **_UNIT, flag="label_smoothing_factor"),
+    # Muon keys (read only under optimizer="muon"); mamba-train's MuonArguments has one flag per key
+    "momentum": _Num(float, **_UNIT, help="Muon momentum after the warmup ramp."),
+    "nesterov": _Choice((True, False), help="Nesterov momentum in Muon."),
+    "backend": _Choice(BACKENDS, help="Orthogonalization backend of the Muon update."),
+    "ns_steps": _Num(int, **_POS, nullable=True, help="Iterations of the backend (default: its own)."),
+    "adjust_lr": _Choice(ADJUST_LR, help="Muon update scale: original = sqrt(max(1, rows/cols)) as reference Muon; "
+                                         "match_rms_adamw = 0.2 sqrt(max(rows, cols)), an AdamW-like RMS; none = 1."),
+    "adamw_lr": _Num(float, **_POS, nullable=True,
+                     help="lr of the AdamW side (embeddings, norms, biases, SSM scalars) under Muon "
+                          "(default: learning_rate / 10)."),
+    "momentum_warmup_start": _Num(float, **_UNIT, help="Muon momentum at step 0, ramped linearly to --momentum."),
+    "momentum_warmup_steps": _Num(int, **_NONNEG, help="Length of the momentum ramp (0 = constant)."),
+    "muon_beta2": _Num(float, **_UNIT, nullable=True, help="NorMuon second-moment decay (default: off)."),
+    "muon_compute_dtype": _Choice(COMPUTE_DTYPES, help="dtype of the orthogonalization; auto = bfloat16 on CUDA and "
+                                                       "on CPUs with native bf16 GEMM (AVX-512 BF16/AMX), float32 "
+                                                       "elsewhere."),
+    "ns_method": _Choice(METHODS, help="Newton-Schulz form: plain, gram (Gram-space), or auto (gram where it needs "
+                                       "fewer FLOPs)."),
+    "fused_blocks": _Choice(FUSED_MODES, help="How Muon updates fused projections (Mamba2 in_proj, Zamba2 "
+                                              "gate_up_proj): whole = one matrix; per_block = each row block (z, x, "
+                                              "B, C, dt / gate, up) as its own matrix; per_block_dt_adamw = the same "
+                                              "with in_proj's dt rows on AdamW at --adamw_lr."),
 }
 
 
@@ -179,7 +224,7 @@ def validate_training_config(values: dict, where: str = "training config") -> di
         try:
             out[key] = rule(values[key])
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {key} must be {rule.describe()}, got {values[key]!r}") from None
+            raise ConfigError(f"{where}: {key} {rule.error(values[key])}") from None
     return out
 
 

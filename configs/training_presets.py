@@ -4,7 +4,8 @@ Each value carries a one-line *why*. Steps, lrs and batch sizes are starting poi
 presets make no accuracy claims. ``TRAINING_CONFIGS`` (in ``configs.model_configs``) holds the resolved dicts.
 
 Key names are the ones users write today (``eval_interval``, ``save_interval``, ``label_smoothing``); the CLI
-maps them to ``TrainingArguments`` flags. Under ``optimizer="muon"``, ``learning_rate`` is Muon's lr for the
+maps them to ``TrainingArguments`` flags (the ``flag`` of each rule in ``configs.model_configs.TRAINING_KEYS``, the
+schema every key here is checked with). Under ``optimizer="muon"``, ``learning_rate`` is Muon's lr for the
 hidden weight matrices and ``adamw_lr`` the lr of everything else (embeddings, norms, biases, SSM scalars).
 """
 

@@ -27,6 +27,7 @@ __all__ = [
     "CANONICAL_ANSWER_PREFIX",
     "normalize_number",
     "extract_answer",
+    "gold_answer",
     "is_correct",
     "majority_vote",
     "pass_at_1",
@@ -159,6 +160,15 @@ def extract_answer(text: Optional[str], mode: str = "strict") -> Optional[str]:
         if value is not None:
             return value
     return None
+
+
+def gold_answer(answer_text) -> Optional[str]:
+    """The reference answer, normalized: the ``#### N`` of a GSM8K solution, or a bare number.
+
+    >>> gold_answer("3 * 24 = 72\\n#### 72"), gold_answer("1,250"), gold_answer("see above")
+    ('72', '1250', None)
+    """
+    return extract_answer(str(answer_text), "strict") or normalize_number(answer_text)
 
 
 def is_correct(pred, gold, rel_tol: float = 1e-6) -> bool:

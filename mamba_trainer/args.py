@@ -5,6 +5,11 @@ every ``TrainingArguments`` flag still works. A preset is applied by turning it 
 user's flags: argparse keeps the last value of a repeated flag, so anything typed on the command line wins, and
 ``TrainingArguments.__post_init__`` runs once, on the final values.
 
+Every training-preset key is a flag, and ``configs.model_configs.TRAINING_KEYS`` is its one schema: the flags our
+dataclasses add for preset keys take their type, default (``BASE``), choices and help from it, and ``make_parser``
+checks every preset flag's value with the key's rule, so ``--momentum 1.5`` fails like ``momentum: 1.5`` in a
+presets file. ``MuonArguments`` is built from the schema: one flag per preset key that no other class parses.
+
 Changed ``TrainingArguments`` defaults (see ``FRAMEWORK_DEFAULTS``): evaluation and saving every N steps
 (N from the preset), no reporting integrations, token counting on (non-padding tokens), the three newest checkpoints kept.
 """
@@ -13,22 +18,36 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 
 from transformers import HfArgumentParser, TrainingArguments
 
-from configs.model_configs import get_training_config, load_presets_file
-from optimizers import BACKENDS
-from optimizers.factory import FUSED_MODES
-from optimizers.functional import ADJUST_LR
-from optimizers.newton_schulz import METHODS
-from optimizers.precision import COMPUTE_DTYPES
+from configs.model_configs import TRAINING_KEYS, get_training_config, load_presets_file
+from configs.text import first_line
+from configs.training_presets import BASE
 
 from .errors import UserError
-from .trainer import OPTIMIZER_TYPES
 
-# Choice lists live with the code that implements them; these are re-exported names, not copies.
-OPTIMIZER_CHOICES = OPTIMIZER_TYPES
+
+def flag_of(key: str) -> str:
+    """The mamba-train flag of training key ``key`` (``eval_interval`` -> ``eval_steps``)."""
+    return TRAINING_KEYS[key].flag or key
+
+
+def _preset_field_spec(key: str):
+    """``(name, type, field)`` of the flag for preset key ``key``, all from its schema rule. The default is BASE's
+    (None for nullable keys: the preset passes no flag for None, so the field's default must be None)."""
+    rule = TRAINING_KEYS[key]
+    metadata = {"help": rule.help}
+    if rule.choices and rule.type is not bool:  # HfArgumentParser makes bool flags itself
+        metadata["choices"] = list(rule.choices)
+    kind = rule.type | None if rule.nullable else rule.type
+    return flag_of(key), kind, field(default=None if rule.nullable else BASE[key], metadata=metadata)
+
+
+def preset_field(key: str):
+    """A dataclass field for preset key ``key`` (annotate it with the rule's type; a test checks every flag)."""
+    return _preset_field_spec(key)[2]
 
 
 @dataclass
@@ -61,7 +80,7 @@ class DataArguments:
         default=None,
         metadata={"help": "'prompt_col,response_col' or one text column; GSM8K/MathInstruct are auto-detected."},
     )
-    max_seq_length: int = field(default=256, metadata={"help": "Tokens per training sequence."})
+    max_seq_length: int = preset_field("max_seq_length")
     packing: bool = field(default=True, metadata={"help": "Pack examples into full-length sequences."})
     train_on_prompt: bool = field(
         default=False, metadata={"help": "Also put loss on the prompt (default: response only)."}
@@ -79,10 +98,7 @@ class RunArguments:
     presets_file: str | None = field(
         default=None, metadata={"help": "YAML/JSON file with extra presets or model sizes."}
     )
-    optimizer: str | None = field(
-        default=None,
-        metadata={"help": "Optimizer type (default: the preset's).", "choices": list(OPTIMIZER_CHOICES)},
-    )
+    optimizer: str = preset_field("optimizer")
     resume: str | None = field(
         default=None,
         metadata={
@@ -110,45 +126,18 @@ class RunArguments:
     )
 
 
-@dataclass
-class MuonArguments:
-    momentum: float = field(default=0.95, metadata={"help": "Muon momentum after warmup."})
-    nesterov: bool = field(default=True, metadata={"help": "Nesterov momentum in Muon."})
-    backend: str = field(default="newtonschulz5",
-                         metadata={"help": "Orthogonalization backend.", "choices": sorted(BACKENDS)})
-    ns_steps: int | None = field(default=None, metadata={"help": "Iterations of the backend (default: its own)."})
-    adjust_lr: str = field(
-        default="original",
-        metadata={"help": "Muon update scale.", "choices": list(ADJUST_LR)},
-    )
-    adamw_lr: float | None = field(
-        default=None, metadata={"help": "lr of the AdamW side (embeddings, norms, ...) under Muon."}
-    )
-    momentum_warmup_start: float | None = field(
-        default=None, metadata={"help": "Muon momentum at step 0, ramped linearly to --momentum."}
-    )
-    momentum_warmup_steps: int = field(default=0, metadata={"help": "Length of the momentum ramp (0 = constant)."})
-    muon_beta2: float | None = field(default=None, metadata={"help": "NorMuon second-moment decay (None = off)."})
-    muon_compute_dtype: str = field(
-        default="auto", metadata={"help": "dtype of the orthogonalization; auto = bfloat16 on CUDA and on CPUs with "
-                                          "native bf16 GEMM (AVX-512 BF16/AMX), float32 elsewhere.",
-                                  "choices": list(COMPUTE_DTYPES)})
-    ns_method: str = field(
-        default="auto", metadata={"help": "Newton-Schulz form: plain, gram (Gram-space), or auto (gram where it "
-                                          "needs fewer FLOPs).", "choices": list(METHODS)})
-    fused_blocks: str = field(
-        default="whole", metadata={"help": "Fused projections (Mamba2 in_proj, gate_up_proj): orthogonalize whole or "
-                                           "per row block.", "choices": list(FUSED_MODES)})
+_OTHER_FLAGS = {f.name for cls in (ModelArguments, DataArguments, RunArguments, TrainingArguments) for f in fields(cls)}
 
+#: The Muon flags: one per preset key no other class parses (momentum, backend, ns_steps, ...), built from the schema.
+MuonArguments = make_dataclass(
+    "MuonArguments", [_preset_field_spec(key) for key in TRAINING_KEYS if flag_of(key) not in _OTHER_FLAGS])
+MuonArguments.__module__ = __name__  # make_dataclass's `module=` needs Python 3.12
+MuonArguments.__doc__ = "Muon settings; each field is the preset key of its name (configs.model_configs.TRAINING_KEYS)."
 
 ARG_CLASSES = (ModelArguments, DataArguments, RunArguments, MuonArguments, TrainingArguments)
 
-#: Preset keys whose flag has another name (users write the nanoGPT-style names in presets).
-PRESET_RENAMES = {
-    "eval_interval": "eval_steps",
-    "save_interval": "save_steps",
-    "label_smoothing": "label_smoothing_factor",
-}
+#: Preset keys whose flag has another name (users write the nanoGPT-style names in presets); from the schema.
+PRESET_RENAMES = {key: flag_of(key) for key in TRAINING_KEYS if flag_of(key) != key}
 
 #: TrainingArguments defaults we change; a preset or a flag overrides them.
 FRAMEWORK_DEFAULTS = {
@@ -204,9 +193,49 @@ class _Parser(HfArgumentParser):
         self.exit(2, f"error: {message} (see mamba-train --help)\n")
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _checked(convert, key: str):
+    """argparse ``type`` for the flag of preset key ``key``: convert as before, then apply the key's rule; a bad
+    value fails with the rule's message, as it does in a presets file."""
+    rule = TRAINING_KEYS[key]
+
+    def check(text):
+        try:
+            value = convert(text)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            value = text  # e.g. "1e3" for an int: the rule reads it as a presets file would
+        try:
+            checked = rule(value)
+        except (TypeError, ValueError):
+            # the presets-file message: a number as typed (`got 0`, not HF's float `0.0`), a word quoted
+            raise argparse.ArgumentTypeError(rule.error(value, text if _is_number(text) else None)) from None
+        return checked if value is text else value
+
+    return check
+
+
 def make_parser() -> HfArgumentParser:
     # allow_abbrev=False: a mistyped or shortened flag is an error, never a silent match.
-    return _Parser(ARG_CLASSES, allow_abbrev=False, description="Train a Mamba/hybrid model with Muon.")
+    parser = _Parser(ARG_CLASSES, allow_abbrev=False, description="Train a Mamba/hybrid model with Muon.")
+    by_flag = {flag_of(key): key for key in TRAINING_KEYS}
+    for action in parser._actions:
+        key = by_flag.get(action.dest)
+        if key is None or action.type is None:  # not a preset flag, or a value-less --no_<flag>
+            continue
+        rule = TRAINING_KEYS[key]
+        action.type = _checked(action.type, key)
+        if rule.choices and rule.type is not bool:
+            action.choices = list(rule.choices)  # ours, e.g. SCHEDULERS instead of every SchedulerType
+        if rule.help:
+            action.help = rule.help
+    return parser
 
 
 def _flag_names() -> set[str]:
@@ -277,7 +306,7 @@ def parse_args(argv: list[str] | None = None) -> ParsedArgs:
     try:
         outputs = parser.parse_args_into_dataclasses(args=full)
     except ValueError as exc:  # TrainingArguments.__post_init__ validation
-        raise UserError(str(exc).strip().splitlines()[0]) from None
+        raise UserError(first_line(exc)) from None
     model, data, run, muon, training = outputs
     explicit = explicit_dests(parser, argv)
     if "include_num_input_tokens_seen" not in explicit:

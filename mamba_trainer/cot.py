@@ -18,31 +18,10 @@ from typing import Optional, Tuple
 
 from mamba_trainer.answers import format_final_answer, normalize_number
 
-#: MathInstruct's ``source`` values (TIGER-Lab/MathInstruct, 262,039 rows). Rows under ``data/PoT/`` are
-#: Python programs (program of thought); rows under ``data/CoT/`` are prose (chain of thought).
-MATHINSTRUCT_COT_SOURCES = (
-    "data/CoT/MATH_train.json", "data/CoT/TheoremQA.json", "data/CoT/aqua_rat.json",
-    "data/CoT/college_math.json", "data/CoT/gsm_rft.json", "data/CoT/gsm_train.json",
-    "data/CoT/math50k_camel.json", "data/CoT/number_comparison.json",
-)
-MATHINSTRUCT_POT_SOURCES = (
-    "data/PoT/MATH_train.json", "data/PoT/TheoremQA.json", "data/PoT/aqua_rat_filtered.json",
-    "data/PoT/gsm_gpt4.json", "data/PoT/mathqa.json", "data/PoT/numglue.json",
-)
+#: MathInstruct's ``source`` values (TIGER-Lab/MathInstruct) start with ``data/CoT/`` for prose (chain of
+#: thought) and ``data/PoT/`` for Python programs (program of thought), which are dropped.
 POT_SOURCE_PREFIX = "data/PoT/"
 GSM8K_SOURCE = "gsm8k"
-
-#: Why a row is dropped (the keys of ``stats.json``'s ``dropped``).
-DROP_REASONS = (
-    "empty",                # instruction or output missing/blank
-    "pot_source",           # source is data/PoT/...
-    "pot_content",          # the output is a program although the source says CoT
-    "no_final_answer",      # no "#### N", "The answer is N", "Answer: N" or \boxed{N}
-    "non_numeric_answer",   # an answer was found but is not a number ("The answer is (B)", "\boxed{x^2}")
-    "conflicting_answers",  # a second "#### M" line with another value is left in the solution
-    "duplicate",            # same normalized instruction + final answer as an earlier row
-    "duplicate_of_gsm8k",   # same as a mixed-in GSM8K row (the GSM8K copy is kept)
-)
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 # A line that only code starts with. Prose never begins a line with "def f(" or "print(".
@@ -209,7 +188,13 @@ def _with_final_line(body: str, answer: str) -> str:
 def classify_example(
     example: dict, *, keep_non_numeric: bool = False, keep_calculator_annotations: bool = False
 ) -> Tuple[Optional[dict], Optional[str]]:
-    """One MathInstruct row -> ``(row, None)`` to keep or ``(None, reason)`` to drop (reasons: DROP_REASONS).
+    """One MathInstruct row -> ``(row, None)`` to keep or ``(None, reason)`` to drop.
+
+    Reasons (the keys of ``stats.json``'s ``dropped``): ``empty`` (instruction or output blank), ``pot_source``
+    (source is data/PoT/...), ``pot_content`` (a program under a CoT source), ``no_final_answer`` (no
+    ``#### N``, "The answer is N", "Answer: N" or \\boxed{N}), ``non_numeric_answer`` ("The answer is (B)"),
+    ``conflicting_answers`` (a second ``#### M`` with another value); ``mark_duplicates`` adds ``duplicate``
+    and ``duplicate_of_gsm8k``.
 
     >>> row, _ = classify_example({"source": "data/CoT/gsm_rft.json", "instruction": "2+2?",
     ...                            "output": "2 + 2 = 4.\\nThe answer is 4."})

@@ -26,8 +26,10 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
+from configs.text import one_line
 from mamba_trainer.errors import UserError
 from mamba_trainer.mathgen import load_bundled_math
+from mamba_trainer.paths import FILE_BUILDERS, local_path
 
 PROMPT_TEMPLATE = "Question: {prompt}\nAnswer: "
 BUNDLED = "bundled-math"
@@ -39,7 +41,6 @@ DEFAULT_CONFIGS = {"openai/gsm8k": "main", "gsm8k": "main"}  # datasets that ref
 MIN_EVAL_EXAMPLES = 10  # but never more than a tenth of a tiny dataset
 # int64 throughout: from numpy, datasets would infer int32, and cross-entropy needs int64 labels.
 FEATURES = datasets.Features({c: datasets.List(datasets.Value("int64")) for c in ("input_ids", "labels")})
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 __all__ = ["PROMPT_TEMPLATE", "build_datasets", "format_example", "load_eval_problems", "load_source",
            "resolve_columns", "tokenize_batch", "pack"]
@@ -50,24 +51,19 @@ def format_example(prompt: str, response: str) -> tuple[str, str]:
     return PROMPT_TEMPLATE.format(prompt=prompt), response
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # ---- sources ----------------------------------------------------------------------------------------
 def _load_hub(name: str, config: str | None, split: str) -> datasets.Dataset:
     try:
         return datasets.load_dataset(name, config, split=split)
     except datasets.exceptions.DatasetNotFoundError as exc:
-        raise UserError(f"dataset {name!r} was not found on the Hugging Face Hub (or is gated) ({_one_line(exc)}); "
+        raise UserError(f"dataset {name!r} was not found on the Hugging Face Hub (or is gated) ({one_line(exc, 200)}); "
                         "check --dataset, or pass a local copy with --data_dir /path/to/folder") from exc
     except OSError as exc:  # no connection, offline mode: datasets raises ConnectionError
         raise UserError(f"could not fetch dataset {name!r} (config {config}, split {split}) from the Hugging Face Hub "
-                        f"({_one_line(exc)}); download it where the Hub is reachable and pass it with "
+                        f"({one_line(exc, 200)}); download it where the Hub is reachable and pass it with "
                         "--data_dir /path/to/folder (a save_to_disk folder or JSON/JSONL files)") from exc
     except ValueError as exc:  # unknown config or split
-        raise UserError(f"could not load dataset {name!r} ({_one_line(exc)}); check --dataset_config and --dataset_split") from exc
+        raise UserError(f"could not load dataset {name!r} ({one_line(exc, 200)}); check --dataset_config and --dataset_split") from exc
 
 
 def _load_local(data_dir: str | Path, split: str) -> tuple[datasets.Dataset, datasets.Dataset | None, dict]:
@@ -109,7 +105,7 @@ def _load_local(data_dir: str | Path, split: str) -> tuple[datasets.Dataset, dat
         except StopIteration:
             raise UserError(f"{', '.join(map(str, paths))} holds no rows; check that it is valid {builder}") from None
         except datasets.exceptions.DatasetGenerationError as exc:
-            raise UserError(f"could not read {', '.join(map(str, paths))} ({_one_line(exc.__cause__ or exc)}); "
+            raise UserError(f"could not read {', '.join(map(str, paths))} ({one_line(exc.__cause__ or exc, 200)}); "
                             f"check that it is valid {builder}") from exc
 
     return read(train_files), read([by_split[eval_name]]) if eval_name else None, source
@@ -118,23 +114,17 @@ def _load_local(data_dir: str | Path, split: str) -> tuple[datasets.Dataset, dat
 def local_data_path(name: str | Path | None) -> Path | None:
     """The local file or folder a dataset name points to, or None for a Hub id / ``bundled-math``.
 
-    One rule for every CLI that names a dataset: an existing path wins over a Hub id of the same spelling
-    (``org/name`` folders are rare, and a user who has one means it); a name that looks like a path
-    (``./``, ``../``, ``/``, ``~``, or a data-file suffix) but does not exist is an error, not a Hub lookup.
+    The rule is ``mamba_trainer.paths.local_path``'s, shared with models and tokenizers: an existing path wins
+    over a Hub id of the same spelling; a name that looks like a path but does not exist is an error, not a
+    Hub lookup.
 
     >>> local_data_path("openai/gsm8k") is None and local_data_path("bundled-math") is None
     True
     """
     if name is None or str(name) == BUNDLED:
         return None
-    text = str(name)
-    path = Path(text).expanduser()
-    if path.exists():
-        return path
-    if text.startswith(("./", "../", "/", "~")) or path.suffix in FILE_BUILDERS:
-        raise UserError(f"dataset {text}: no such file or folder; fix the path, or pass a Hugging Face Hub id "
-                        "such as openai/gsm8k")
-    return None
+    return local_path(name, "dataset {name}: no such file or folder; fix the path, or pass a Hugging Face Hub id "
+                            "such as openai/gsm8k")
 
 
 def load_source(dataset: str | None = None, dataset_config: str | None = None, dataset_split: str = "train",

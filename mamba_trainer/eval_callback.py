@@ -19,9 +19,8 @@ import time
 
 from transformers import TrainerCallback
 
-from .answers import extract_answer, is_correct
+from .answers import extract_answer, gold_answer, is_correct
 from .data import PROMPT_TEMPLATE, load_eval_problems
-from .evaluate import gold_answer
 from .generation import GenerationSettings, build_prompt, generate_answers
 
 __all__ = ["GSM8KEvalCallback", "greedy_accuracy"]

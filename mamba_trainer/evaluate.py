@@ -26,7 +26,6 @@ settings, summary, and per problem the prompt, gold answer, generations, extract
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -34,8 +33,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .answers import extract_answer, is_correct, majority_vote, normalize_number, pass_at_1, tally
+from .answers import extract_answer, gold_answer, is_correct, majority_vote, pass_at_1, tally
 from .errors import UserError, run_cli
+from .jsonio import read_json, write_json
 from .rundir import FINAL_DIR, RUN_CONFIG, checkpoints
 
 __all__ = ["EvalArguments", "ModelSpec", "combine_members", "dataset_label", "evaluate_models", "format_table",
@@ -88,8 +88,8 @@ def _read_run_config(run_dir: Path | None) -> dict:
     if run_dir is None or not (run_dir / RUN_CONFIG).is_file():
         return {}
     try:
-        return json.loads((run_dir / RUN_CONFIG).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        return read_json(run_dir / RUN_CONFIG)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {run_dir / RUN_CONFIG} ({exc}); fix or remove it") from None
 
 
@@ -125,15 +125,6 @@ def resolve_model(arg: str) -> ModelSpec:
 
 
 # ---- scoring (pure) -----------------------------------------------------------------------------------
-def gold_answer(answer_text) -> str | None:
-    """The reference answer, normalized: the ``#### N`` of a GSM8K solution, or a bare number.
-
-    >>> gold_answer("3 * 24 = 72\\n#### 72"), gold_answer("1,250"), gold_answer("see above")
-    ('72', '1250', None)
-    """
-    return extract_answer(str(answer_text), "strict") or normalize_number(answer_text)
-
-
 def score_question(gold: str | None, strict: Sequence[str | None], flexible: Sequence[str | None]) -> dict:
     """Correctness of each answer and of the majority vote, under strict and flexible extraction.
 
@@ -211,13 +202,6 @@ def format_table(rows: Sequence[tuple[str, dict]], decoding: str) -> str:
              for r in (header, *body)]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 # ---- running ------------------------------------------------------------------------------------------
@@ -337,7 +321,7 @@ def parse(argv: list[str]) -> EvalArguments:
 
 
 def run(argv: list[str]) -> int:
-    from .data import load_eval_problems
+    from .data import load_eval_problems, local_data_path
 
     a = parse(argv)
     check_arguments(a)
@@ -347,8 +331,8 @@ def run(argv: list[str]) -> int:
             print(f"warning: no prompt_template recorded for {spec.arg} (no run_config.json next to it); "
                   f"prompting with the default {spec.prompt_template!r}", file=sys.stderr)
     data_dir = a.data_dir
-    if data_dir is None and a.dataset and (a.dataset.startswith((".", "/", "~")) or Path(a.dataset).exists()):
-        data_dir = a.dataset  # a path given as --dataset
+    if data_dir is None and a.dataset and local_data_path(a.dataset) is not None:
+        data_dir = a.dataset  # a path given as --dataset (a missing one is an error, not a Hub lookup)
     a.data_dir = data_dir
     problems = load_eval_problems(None if data_dir else a.dataset, a.split, data_dir, a.limit, a.dataset_config)
     if not problems:
@@ -357,7 +341,8 @@ def run(argv: list[str]) -> int:
     path = output_path(specs[0], label, a.split, a.output)
 
     results = evaluate_models(a, specs, problems)
-    _write_json(path, results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, results, indent=1, sort_keys=False, ensure_ascii=False)
     rows = [(m["model"], m) for m in results["summary"]["models"]]
     if results["summary"]["ensemble"]:
         rows.append((f"ensemble ({a.ensemble}, {len(specs)} models)", results["summary"]["ensemble"]))

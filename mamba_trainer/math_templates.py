@@ -78,6 +78,14 @@ class Template:
     make: Callable[[random.Random], tuple[dict, str, list[str], int]]  # values, question, lines, answer
     solve: Callable[[dict], int]  # closed form from ``values`` alone, independent of ``make``'s wording
 
+    def draw(self, r: random.Random) -> tuple[dict, str, list[str], int]:
+        """``make(r)``, drawn again until the sampled numbers fit the template's constraints."""
+        while True:
+            try:
+                return self.make(r)
+            except _Retry:
+                continue
+
 
 TEMPLATES: list[Template] = []
 

@@ -3,8 +3,8 @@
 Each problem is ``{"question", "answer", "family", "template", "steps", "difficulty", "values"}`` where ``answer``
 is worked solution lines in GSM8K's style (``12 * 3 = <<12*3=36>>36``) ending in ``#### N``, so the
 cleaning and answer-extraction code written for GSM8K works unchanged. ``values`` holds the structured
-numbers a problem was made from; ``TEMPLATE_BY_NAME[template].solve(values)`` recomputes the answer from them by a
-closed form that shares no code with the wording (the tests check both agree).
+numbers a problem was made from; ``math_templates.TEMPLATE_BY_NAME[template].solve(values)`` recomputes the answer
+from them by a closed form that shares no code with the wording (the tests check both agree).
 
     from mamba_trainer.mathgen import generate_problems, load_bundled_math
     generate_problems(3, seed=0)            # list of dicts, identical for identical seeds
@@ -22,7 +22,7 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
-from .math_templates import TEMPLATE_BY_NAME, TEMPLATES, Template, _Retry, evaluate  # noqa: F401 (re-exported)
+from .math_templates import TEMPLATES
 
 RESOURCES = Path(__file__).parent / "resources"
 SAMPLE_PATH = RESOURCES / "math_sample.jsonl"
@@ -41,12 +41,7 @@ def _make_one(r: random.Random, tiers: tuple[str, ...]) -> dict:
     tier = r.choices(tiers, weights=[TIER_WEIGHTS[t] for t in tiers])[0]
     templates = [t for t in TEMPLATES if t.steps in TIER_STEPS[tier]]
     template = r.choice(templates)
-    while True:
-        try:
-            values, question, lines, answer = template.make(r)
-            break
-        except _Retry:
-            continue
+    values, question, lines, answer = template.draw(r)
     return {"question": question, "answer": "\n".join(lines + [f"#### {answer}"]),
             "family": template.family, "template": template.name, "steps": template.steps, "difficulty": tier, "values": values}
 

@@ -15,24 +15,14 @@ import dataclasses
 import importlib
 import importlib.metadata
 import importlib.util
-import re
-from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, Mamba2Config, PreTrainedConfig, PreTrainedModel, Zamba2Config
 
 from configs.model_configs import ConfigError, get_model_config, padded_vocab_size, unknown_name_error
+from configs.text import first_line, one_line
 
 CONFIG_CLASSES = {"zamba2": Zamba2Config, "mamba2": Mamba2Config}
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).strip().splitlines()[:1]) or type(exc).__name__
-    return text[:limit]
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:limit]
 
 
 def config_keys(architecture: str) -> set[str]:
@@ -110,7 +100,7 @@ def build_config(size: str, vocab_size: int, pad_token_id: int | None = None, bo
     try:
         config = CONFIG_CLASSES[arch](**kwargs)
     except Exception as exc:  # strict-dataclass type errors and transformers' own shape checks
-        raise ConfigError(f"model size '{size}': {_one_line(exc)}") from None
+        raise ConfigError(f"model size '{size}': {one_line(exc, 300)}") from None
     check_config(config, size)
     return config
 
@@ -202,32 +192,27 @@ def kernel_report() -> str:
 
 
 # ---- pretrained checkpoints -------------------------------------------------------------------------------------
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
 def load_pretrained(path_or_id, **kwargs) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` for any Mamba-family checkpoint (Mamba, Mamba2, Zamba2, Jamba,
     Bamba, FalconMamba, ...): a local folder or a Hugging Face Hub id. ``kwargs`` go to ``from_pretrained``.
     Failures raise ``UserError`` with one line naming what was tried and how to pass a local folder."""
     from .errors import UserError
+    from .paths import local_path
 
     text = str(path_or_id)
-    path = Path(text).expanduser()
     local_hint = "pass a folder written by save_pretrained, e.g. --model_name_or_path checkpoints/<run>/final"
-    if path.exists():
+    path = local_path(text, f"model path '{{name}}' does not exist; {local_hint}")
+    if path is not None:
         if not path.is_dir() or not (path / "config.json").is_file():
             raise UserError(f"model path '{text}' is not a model folder (no config.json); {local_hint}")
         try:
             return AutoModelForCausalLM.from_pretrained(path, **kwargs)
         except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"cannot load the model in '{text}': {_first_line(exc)}") from None
-    parent = path.parent
-    if not _HUB_ID.match(text) or (str(parent) not in ("", ".") and parent.is_dir()):
-        raise UserError(f"model path '{text}' does not exist; {local_hint}")
+            raise UserError(f"cannot load the model in '{text}': {first_line(exc, 300)}") from None
     try:
         return AutoModelForCausalLM.from_pretrained(text, **kwargs)
     except (OSError, ValueError, KeyError) as exc:  # offline, unknown repo, missing files, not a causal LM
         raise UserError(
-            f"could not load '{text}' from the Hugging Face Hub ({_first_line(exc, 160)}); without Hub access, "
+            f"could not load '{text}' from the Hugging Face Hub ({first_line(exc, 160)}); without Hub access, "
             f"download it elsewhere (huggingface-cli download {text} --local-dir DIR), copy DIR here and pass "
             f"--model_name_or_path DIR") from None

@@ -19,12 +19,20 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from configs.text import one_line
 
+from .errors import UserError
+# The run folder's JSON files are read and written through jsonio (re-exported here: rundir.write_json, ...).
+from .jsonio import METRICS_FILE, read_json, read_metrics, write_json, write_text
+
+__all__ = ["RUN_CONFIG", "OPTIMIZER_FILE", "ENVIRONMENT_FILE", "METRICS_FILE", "FINAL_DIR", "TRAINER_STATE",
+           "ResumePlan", "RunLock", "append_metrics", "checkpoint_problem", "checkpoints", "complete_checkpoints",
+           "default_run_name", "environment_info", "git_commit", "is_run_dir", "read_json", "read_metrics",
+           "resolve_resume", "running_pid", "save_final", "set_aside_incomplete_checkpoints", "truncate_metrics",
+           "write_json", "write_text"]
 RUN_CONFIG = "run_config.json"
 OPTIMIZER_FILE = "optimizer.json"
 ENVIRONMENT_FILE = "environment.json"
-METRICS_FILE = "metrics.jsonl"
 FINAL_DIR = "final"
 TRAINER_STATE = "trainer_state.json"  # written last by the HF Trainer (see checkpoint_problem)
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -132,21 +140,6 @@ def is_run_dir(path: Path) -> bool:
     return (Path(path) / RUN_CONFIG).is_file()
 
 
-def read_json(path: Path) -> dict:
-    with open(path) as handle:
-        return json.load(handle)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
-
-
 @dataclass
 class ResumePlan:
     """What ``--resume`` means for this launch."""
@@ -195,7 +188,7 @@ def _run_config(resume: str, run_dir: Path) -> dict:
     try:
         config = read_json(run_dir / RUN_CONFIG)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"--resume {resume}: {run_dir / RUN_CONFIG} is unreadable ({' '.join(str(exc).split())})") from None
+        raise UserError(f"--resume {resume}: {run_dir / RUN_CONFIG} is unreadable ({one_line(exc)})") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict) or "optimizer_type" not in config:
         raise UserError(f"--resume {resume}: {run_dir / RUN_CONFIG} lacks the model/optimizer_type entries a resume "
                         "needs; it was not written by mamba-train")
@@ -328,14 +321,13 @@ def append_metrics(run_dir: Path, record: dict) -> None:
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
-    """On resume, drop metric lines logged after the checkpoint, so the continued run does not log them twice."""
+    """On resume, drop metric lines logged after the checkpoint, so the continued run does not log them twice
+    (and a line torn by the kill that stopped the run)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= step]
+    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in kept))  # as append_metrics writes them
 
 
 def save_final(trainer, tokenizer, run_dir: Path) -> Path:

@@ -4,31 +4,24 @@
     load_tokenizer("/path/to/tokenizer_dir")     # any folder AutoTokenizer can read
     load_tokenizer("EleutherAI/gpt-neox-20b")    # the tokenizer of the real model sizes; needs the Hub or its cache
 
+Folder or Hub id is decided by ``mamba_trainer.paths.local_path`` (the rule datasets and models follow too).
+
 Every tokenizer comes back with a pad token (its eos when it has none) and the requested padding side
 ("right" for training, "left" for batched generation).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from configs.text import one_line
 from mamba_trainer.errors import UserError
+from mamba_trainer.paths import local_path
 
 BUNDLED = "bundled"
 BUNDLED_TOKENIZER_DIR = Path(__file__).parent / "resources" / "tokenizer"
 EOS_TOKEN = "<|endoftext|>"  # also the bos token: one separator between packed documents
 PAD_TOKEN = "<|pad|>"
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _looks_like_path(name: str) -> bool:
-    # Hub ids are "owner/name"; anything else with a separator, or starting like a path, is meant as a folder.
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
 def load_tokenizer(name_or_path: str = BUNDLED, *, padding_side: str = "right"):
@@ -38,23 +31,22 @@ def load_tokenizer(name_or_path: str = BUNDLED, *, padding_side: str = "right"):
     if padding_side not in ("left", "right"):
         raise UserError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
     name = str(name_or_path)
-    path = BUNDLED_TOKENIZER_DIR if name == BUNDLED else Path(name).expanduser()
-    if path.exists():
+    path = BUNDLED_TOKENIZER_DIR if name == BUNDLED else local_path(
+        name, "tokenizer folder {name} does not exist; pass an existing folder, a Hub id, or --tokenizer bundled")
+    if path is not None:
         if not path.is_dir():
             raise UserError(f"--tokenizer {name} is a file; pass the folder that holds tokenizer.json and tokenizer_config.json")
         try:
             tok = AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"could not load a tokenizer from folder {path} ({_one_line(exc)}); "
+            raise UserError(f"could not load a tokenizer from folder {path} ({one_line(exc, 200)}); "
                             "pass a folder written by tokenizer.save_pretrained, or --tokenizer bundled") from exc
-    elif _looks_like_path(name):
-        raise UserError(f"tokenizer folder {name} does not exist; pass an existing folder, a Hub id, or --tokenizer bundled")
     else:
         try:
             tok = AutoTokenizer.from_pretrained(name)
         # OSError covers no connection, offline mode, unknown and gated repos; ValueError a malformed id.
         except (OSError, ValueError) as exc:
-            raise UserError(f"could not fetch tokenizer {name!r} from the Hugging Face Hub ({_one_line(exc)}); "
+            raise UserError(f"could not fetch tokenizer {name!r} from the Hugging Face Hub ({one_line(exc, 200)}); "
                             f"download it where the Hub is reachable (hf download {name}) and pass the folder: "
                             "--tokenizer /path/to/dir") from exc
     if tok.eos_token is None:

@@ -17,6 +17,9 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
+
+from configs.text import first_line
 
 from .errors import UserError, run_cli
 
@@ -42,8 +45,38 @@ def launch_rank() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def resolve_run(parsed):
-    """Decide model size, optimizer type, output folder and resume plan; check they are consistent.
+class Resolved(NamedTuple):
+    """What ``resolve_run`` decided (unpacks as ``model_size, optimizer_type, output_dir, plan``)."""
+
+    model_size: str
+    optimizer_type: str
+    output_dir: Path
+    plan: object  # rundir.ResumePlan, or None for a fresh run
+
+    @property
+    def continuing(self) -> bool:
+        """Whether the run continues one of its own checkpoints (as opposed to starting fresh or fine-tuning)."""
+        return self.plan is not None and self.plan.mode == "continue"
+
+
+def check_fsdp_device(t) -> None:
+    """Refuse ``--fsdp`` where it would be ignored: accelerate applies FSDP only on GPU-class devices, and on a
+    machine without a CUDA GPU (or under --use_cpu) the Trainer silently runs DDP instead. Nothing is lost by
+    refusing: dropping --fsdp gives that same DDP run (torchrun), on purpose."""
+    if not t.fsdp or (t.fsdp_config or {}).get("xla"):  # torch_xla's FSDP runs on TPUs, not through accelerate
+        return
+    import torch
+
+    if t.use_cpu or not torch.cuda.is_available():
+        why = "--use_cpu is set" if t.use_cpu else "no CUDA GPU is visible"
+        raise UserError(f"--fsdp needs CUDA GPUs and {why}: accelerate would ignore it and train unsharded (DDP "
+                        "under torchrun); drop --fsdp and --fsdp_config (DDP via torchrun --nproc_per_node N works "
+                        "on CPU)")
+
+
+def resolve_run(parsed) -> Resolved:
+    """Decide model size, optimizer type, output folder and resume plan; check they are consistent (and that
+    --fsdp would take effect).
 
     Under torchrun only rank 0 checks that the folder is free: the other ranks start while rank 0 already
     holds it."""
@@ -53,6 +86,7 @@ def resolve_run(parsed):
 
     m, r, t = parsed.model, parsed.run, parsed.training
     explicit = parsed.explicit
+    check_fsdp_device(t)
     optimizer_type = r.optimizer or parsed.preset.get("optimizer", "muon")
     output_dir = Path(t.output_dir) if "output_dir" in explicit else None
     plan = resolve_resume(r.resume, output_dir, CHECKPOINT_ROOT) if r.resume else None
@@ -67,7 +101,7 @@ def resolve_run(parsed):
         model_size = recorded_size
         if plan.mode == "continue":
             recorded_opt = parent["optimizer_type"]
-            if r.optimizer and r.optimizer != recorded_opt:
+            if "optimizer" in explicit and r.optimizer != recorded_opt:  # a preset's optimizer is no request
                 raise UserError(f"--resume {r.resume}: that run uses --optimizer {recorded_opt}, not {r.optimizer}; "
                                 "to switch optimizers, fine-tune from its final/ folder instead")
             optimizer_type = recorded_opt
@@ -102,7 +136,7 @@ def resolve_run(parsed):
     if parsed.data.data_dir and not Path(parsed.data.data_dir).exists():
         raise UserError(f"--data_dir {parsed.data.data_dir}: no such folder or file; run prepare_cot_dataset.py "
                         "first or fix the path")
-    return model_size, optimizer_type, output_dir, plan
+    return Resolved(model_size, optimizer_type, output_dir, plan)
 
 
 def apply_vram_auto(parsed, model, optimizer_type: str) -> str:
@@ -143,8 +177,37 @@ def apply_vram_auto(parsed, model, optimizer_type: str) -> str:
 
 
 def run(argv: list[str], resolve_only: bool = False) -> int:
+    """The pipeline: parse -> resolve -> finalize the TrainingArguments -> build tokenizer, data, model,
+    callbacks and trainer -> write the run files -> train -> ``outcome()`` -> finish (end record, plot, final/)."""
     from .args import parse_args
 
+    prepare_launch()
+    parsed = parse_args(argv)
+    resolved = resolve_run(parsed)
+    if resolve_only:
+        print(f"run_dir={resolved.output_dir}")
+        return 0
+    lock = claim_run_dir(resolved.output_dir, parsed.training)
+    try:
+        finalize_training_args(parsed, resolved.output_dir)
+        kernels = report_kernels(parsed.training)
+        start_from = starting_weights(parsed, resolved)
+        tokenizer, tokenizer_name = build_tokenizer(parsed, resolved, start_from)
+        train_ds, eval_ds, data_info = build_data(parsed, tokenizer)
+        model = build_run_model(parsed, resolved, tokenizer, start_from)
+        callbacks = build_callbacks(parsed, resolved)
+        trainer = build_trainer(parsed, resolved, model, tokenizer, train_ds, eval_ds, callbacks)
+        write_run_files(trainer, parsed, resolved, model, tokenizer_name, data_info, kernels)
+        announce_run(parsed.training, resolved)
+        result = train_to_outcome(trainer, resolved, callbacks)
+        return finish(trainer, tokenizer, result, callbacks, resolved.output_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def prepare_launch() -> None:
+    """What must be settled before the TrainingArguments exist (they fix the device and process group)."""
     if launch_rank()[1] > 1:
         import torch
 
@@ -152,30 +215,21 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
             # Under torchrun without a GPU, accelerate runs DDP over gloo only when told to use the CPU; otherwise
             # it joins the process group but trains every rank alone (no gradient all-reduce, no data sharding).
             os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    parsed = parse_args(argv)
-    model_size, optimizer_type, output_dir, plan = resolve_run(parsed)
-    if resolve_only:
-        print(f"run_dir={output_dir}")
-        return 0
 
-    import torch
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback
 
-    from configs.model_configs import get_model_config
-
+def claim_run_dir(output_dir: Path, t):
+    """Create the run folder (every rank) and take its lock (rank 0 only: one lock per run); the lock or None."""
     from . import rundir
-    from .data import PROMPT_TEMPLATE, build_datasets
-    from .models import build_model, kernel_report, load_pretrained
-    from .tokenizer import load_tokenizer
-    from .args import parse_duration
-    from .callbacks import (DivergenceCallback, GracefulStopCallback, MomentumScheduleCallback, RunLogCallback,
-                            TimeBudgetCallback)
-    from .trainer import MuonTrainer, argmax_logits, describe_optimizer, next_token_accuracy
 
-    m, d, r, mu, t = parsed.model, parsed.data, parsed.run, parsed.muon, parsed.training
-    continuing = plan is not None and plan.mode == "continue"
     output_dir.mkdir(parents=True, exist_ok=True)
-    lock = rundir.RunLock(output_dir).acquire() if t.process_index == 0 else None  # one lock per run
+    return rundir.RunLock(output_dir).acquire() if t.process_index == 0 else None
+
+
+def finalize_training_args(parsed, output_dir: Path) -> None:
+    """Fill in what the flags left open: the run folder and name, progress display, bf16 and pinned memory."""
+    import torch
+
+    t = parsed.training
     t.output_dir = str(output_dir)
     if "run_name" not in parsed.explicit:
         t.run_name = output_dir.name
@@ -185,43 +239,89 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
         t.bf16 = True
     if not torch.cuda.is_available() and "dataloader_pin_memory" not in parsed.explicit:
         t.dataloader_pin_memory = False
-    world_size = t.world_size
+
+
+def report_kernels(t) -> str:
+    """Which fast kernels this machine has (printed by the logging process); also recorded in environment.json."""
+    from .models import kernel_report
 
     kernels = kernel_report()
     if t.should_log:
         print(kernels, flush=True)
+    return kernels
 
-    # Model and tokenizer: a new model of a named size, an existing checkpoint, or a parent run's weights.
-    start_from = m.model_name_or_path or (str(plan.model_path) if plan and plan.mode == "finetune" else None)
-    if continuing:
-        start_from = None  # the Trainer loads the checkpoint's weights itself
-    tokenizer_name = m.tokenizer or start_from or (
-        parsed_parent_tokenizer(plan) if continuing else get_model_config(model_size)["tokenizer"])
-    tokenizer = load_tokenizer(tokenizer_name)
 
-    train_ds, eval_ds, data_info = build_datasets(
+def starting_weights(parsed, resolved: Resolved) -> str | None:
+    """Where the weights come from: an existing checkpoint or a parent run's model (fine-tuning); None for a new
+    model of the named size, and for a continued run (the Trainer loads the checkpoint's weights itself)."""
+    plan = resolved.plan
+    if resolved.continuing:
+        return None
+    return parsed.model.model_name_or_path or (str(plan.model_path) if plan and plan.mode == "finetune" else None)
+
+
+def build_tokenizer(parsed, resolved: Resolved, start_from: str | None):
+    """(tokenizer, its name): --tokenizer, else the starting model's, the continued run's, or the size's own."""
+    from configs.model_configs import get_model_config
+
+    from .tokenizer import load_tokenizer
+
+    name = parsed.model.tokenizer or start_from or (
+        parsed_parent_tokenizer(resolved.plan) if resolved.continuing
+        else get_model_config(resolved.model_size)["tokenizer"])
+    return load_tokenizer(name), name
+
+
+def build_data(parsed, tokenizer):
+    """(train, eval, info) from the data flags; see ``data.build_datasets``."""
+    from .data import build_datasets
+
+    d, t = parsed.data, parsed.training
+    return build_datasets(
         tokenizer, dataset=d.dataset, dataset_config=d.dataset_config, dataset_split=d.dataset_split,
         data_dir=d.data_dir, text_column=d.text_column, max_seq_length=d.max_seq_length, packing=d.packing,
         train_on_prompt=d.train_on_prompt, eval_fraction=d.eval_fraction, max_eval_examples=d.max_eval_examples,
         seed=t.seed, max_train_examples=d.max_train_examples)
 
+
+def build_run_model(parsed, resolved: Resolved, tokenizer, start_from: str | None):
+    """The model to train: loaded from ``start_from`` or new of the named size; with --vram_auto, the batch is
+    then sized for the free GPU memory."""
+    from .models import build_model, load_pretrained
+
     if start_from:
         model = load_pretrained(start_from)
     else:
-        model = build_model(model_size, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, seed=t.seed)
-    if r.vram_auto:
-        print(apply_vram_auto(parsed, model, optimizer_type), flush=True)
+        model = build_model(resolved.model_size, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            seed=parsed.training.seed)
+    if parsed.run.vram_auto:
+        print(apply_vram_auto(parsed, model, resolved.optimizer_type), flush=True)
+    return model
 
-    muon_options = dict(momentum=mu.momentum, nesterov=mu.nesterov, backend=mu.backend, ns_steps=mu.ns_steps,
-                        adjust_lr=mu.adjust_lr, adamw_lr=mu.adamw_lr, beta2=mu.muon_beta2,
-                        compute_dtype=None if mu.muon_compute_dtype == "auto" else mu.muon_compute_dtype,
-                        ns_method=mu.ns_method, fused=mu.fused_blocks)
+
+@dataclasses.dataclass
+class RunCallbacks:
+    """The run's own callbacks; ``train_to_outcome`` reads how the run ended from the first three."""
+
+    stopper: object  # GracefulStopCallback
+    divergence: object  # DivergenceCallback
+    budget: object | None  # TimeBudgetCallback, with --time_budget
+    answer_eval: object | None  # GSM8KEvalCallback, with --gsm8k_eval_samples
+    all: list  # in the order the Trainer gets them
+
+
+def build_callbacks(parsed, resolved: Resolved) -> RunCallbacks:
+    from .args import parse_duration
+    from .callbacks import (DivergenceCallback, GracefulStopCallback, MomentumScheduleCallback, RunLogCallback,
+                            TimeBudgetCallback)
+
+    d, r, mu, t = parsed.data, parsed.run, parsed.muon, parsed.training
     stopper, divergence = GracefulStopCallback(), DivergenceCallback(r.divergence_factor)
     budget = TimeBudgetCallback(parse_duration(r.time_budget)) if r.time_budget else None
-    callbacks = [RunLogCallback(output_dir, progress_lines=bool(t.disable_tqdm)), stopper, divergence]
+    callbacks = [RunLogCallback(resolved.output_dir, progress_lines=bool(t.disable_tqdm)), stopper, divergence]
     callbacks += [budget] if budget else []
-    if optimizer_type == "muon":
+    if resolved.optimizer_type == "muon":
         callbacks.append(MomentumScheduleCallback(mu.momentum_warmup_start, mu.momentum, mu.momentum_warmup_steps))
     answer_eval = None
     if r.gsm8k_eval_samples > 0:
@@ -230,78 +330,126 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
         # Answers longer than a training sequence were never seen whole, so generation stops there too.
         answer_eval = GSM8KEvalCallback(r.gsm8k_eval_samples, r.gsm8k_eval_dataset, max_new_tokens=d.max_seq_length)
         callbacks.append(answer_eval)
+    return RunCallbacks(stopper, divergence, budget, answer_eval, callbacks)
 
+
+def muon_options(mu) -> dict:
+    """The Muon flags as ``MuonFactory`` keyword arguments."""
+    return dict(momentum=mu.momentum, nesterov=mu.nesterov, backend=mu.backend, ns_steps=mu.ns_steps,
+                adjust_lr=mu.adjust_lr, adamw_lr=mu.adamw_lr, beta2=mu.muon_beta2,
+                compute_dtype=None if mu.muon_compute_dtype == "auto" else mu.muon_compute_dtype,
+                ns_method=mu.ns_method, fused=mu.fused_blocks)
+
+
+def build_trainer(parsed, resolved: Resolved, model, tokenizer, train_ds, eval_ds, callbacks: RunCallbacks):
+    """The ``MuonTrainer``, its optimizer already created (``optimizer.json`` describes it before training)."""
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback
+
+    from .trainer import MuonTrainer, argmax_logits, next_token_accuracy
+
+    t = parsed.training
     trainer = MuonTrainer(
         model=model, args=t, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
         compute_metrics=next_token_accuracy, preprocess_logits_for_metrics=argmax_logits,
-        callbacks=callbacks, optimizer_type=optimizer_type, optimizer_options=muon_options)
-    if answer_eval is not None:
-        answer_eval.attach(trainer)  # it logs through trainer.log, so its metrics reach metrics.jsonl
+        callbacks=callbacks.all, optimizer_type=resolved.optimizer_type, optimizer_options=muon_options(parsed.muon))
+    if callbacks.answer_eval is not None:
+        callbacks.answer_eval.attach(trainer)  # it logs through trainer.log, so its metrics reach metrics.jsonl
     if t.disable_tqdm:
         trainer.remove_callback(PrinterCallback)  # RunLogCallback prints a readable line instead of a dict
     trainer.create_optimizer()
+    return trainer
 
-    if trainer.is_world_process_zero():
-        resumed_from = str(plan.checkpoint) if continuing else None
-        if continuing:
-            config = rundir.read_json(output_dir / rundir.RUN_CONFIG)
-            config.setdefault("resumes", []).append({"checkpoint": resumed_from, "argv": parsed.argv})
-            rundir.truncate_metrics(output_dir, int(plan.checkpoint.name.split("-")[1]))
-        else:
-            config = {
-                "model": {"model_size": model_size, "model_name_or_path": m.model_name_or_path,
-                          "tokenizer": tokenizer_name, "num_parameters": sum(p.numel() for p in model.parameters()),
-                          "architecture": type(model).__name__},
-                "optimizer_type": optimizer_type,
-                "training_preset": r.training_preset,
-                "preset": parsed.preset,
-                "argv": parsed.argv,
-                "flags": sorted(parsed.explicit),
-                "muon": dataclasses.asdict(mu),
-                "data": {**dataclasses.asdict(d), **data_info},
-                "prompt_template": PROMPT_TEMPLATE,
-                "parent_run": str(plan.run_dir) if plan and plan.run_dir else None,
-                "parent_model": str(plan.model_path) if plan else None,
-                "training_arguments": t.to_dict(),
-            }
-        rundir.write_json(output_dir / rundir.RUN_CONFIG, config)
-        rundir.write_json(output_dir / rundir.OPTIMIZER_FILE, describe_optimizer(trainer.optimizer, model))
-        rundir.write_json(output_dir / rundir.ENVIRONMENT_FILE, rundir.environment_info(kernels, world_size))
 
+def new_run_config(parsed, resolved: Resolved, model, tokenizer_name: str, data_info: dict) -> dict:
+    """``run_config.json`` of a run that starts here (fresh or fine-tuning)."""
+    from .data import PROMPT_TEMPLATE
+
+    m, d, r, mu, t, plan = parsed.model, parsed.data, parsed.run, parsed.muon, parsed.training, resolved.plan
+    return {
+        "model": {"model_size": resolved.model_size, "model_name_or_path": m.model_name_or_path,
+                  "tokenizer": tokenizer_name, "num_parameters": sum(p.numel() for p in model.parameters()),
+                  "architecture": type(model).__name__},
+        "optimizer_type": resolved.optimizer_type,
+        "training_preset": r.training_preset,
+        "preset": parsed.preset,
+        "argv": parsed.argv,
+        "flags": sorted(parsed.explicit),
+        "muon": dataclasses.asdict(mu),
+        "data": {**dataclasses.asdict(d), **data_info},
+        "prompt_template": PROMPT_TEMPLATE,
+        "parent_run": str(plan.run_dir) if plan and plan.run_dir else None,
+        "parent_model": str(plan.model_path) if plan else None,
+        "training_arguments": t.to_dict(),
+    }
+
+
+def write_run_files(trainer, parsed, resolved: Resolved, model, tokenizer_name: str, data_info: dict,
+                    kernels: str) -> None:
+    """On rank 0: ``run_config.json`` (a continued run appends to its ``resumes`` and drops the metrics after its
+    checkpoint), ``optimizer.json`` and ``environment.json``."""
+    from . import rundir
+    from .trainer import describe_optimizer
+
+    if not trainer.is_world_process_zero():
+        return
+    output_dir, plan = resolved.output_dir, resolved.plan
+    if resolved.continuing:
+        config = rundir.read_json(output_dir / rundir.RUN_CONFIG)
+        config.setdefault("resumes", []).append({"checkpoint": str(plan.checkpoint), "argv": parsed.argv})
+        rundir.truncate_metrics(output_dir, int(plan.checkpoint.name.split("-")[1]))
+    else:
+        config = new_run_config(parsed, resolved, model, tokenizer_name, data_info)
+    rundir.write_json(output_dir / rundir.RUN_CONFIG, config)
+    rundir.write_json(output_dir / rundir.OPTIMIZER_FILE, describe_optimizer(trainer.optimizer, model))
+    rundir.write_json(output_dir / rundir.ENVIRONMENT_FILE, rundir.environment_info(kernels, trainer.args.world_size))
+
+
+def announce_run(t, resolved: Resolved) -> None:
     if t.should_log:
-        print(f"run folder: {output_dir}" + (f" (resuming {plan.checkpoint.name})" if continuing else ""), flush=True)
+        continuing = resolved.continuing
+        print(f"run folder: {resolved.output_dir}" + (f" (resuming {resolved.plan.checkpoint.name})" if continuing
+                                                      else ""), flush=True)
         if continuing:
-            print(plan.describe(), flush=True)
+            print(resolved.plan.describe(), flush=True)
+
+
+def train_to_outcome(trainer, resolved: Resolved, callbacks: RunCallbacks) -> Outcome:
+    """``trainer.train()`` (from the planned checkpoint when continuing; ``KILL_HOOK_ENV`` armed), then how it
+    ended; a NaN/inf gradient the optimizer refused counts as a divergence."""
     install_kill_hook(trainer, os.environ.get(KILL_HOOK_ENV))
     try:
-        trainer.train(resume_from_checkpoint=str(plan.checkpoint) if continuing else None)
+        trainer.train(resume_from_checkpoint=str(resolved.plan.checkpoint) if resolved.continuing else None)
     except FloatingPointError as exc:  # the optimizer met a NaN/inf gradient (nonfinite="raise")
-        divergence.reason = str(exc).splitlines()[0]
-    step = trainer.state.global_step
-    result = outcome(step=step, diverged=divergence.reason, stopped_by=stopper.signal_name if stopper.requested
-                     else None, budget_spent=bool(budget and budget.spent), output_dir=output_dir)
+        callbacks.divergence.reason = first_line(exc)
+    stopper, budget = callbacks.stopper, callbacks.budget
+    return outcome(step=trainer.state.global_step, diverged=callbacks.divergence.reason,
+                   stopped_by=stopper.signal_name if stopper.requested else None,
+                   budget_spent=bool(budget and budget.spent), output_dir=resolved.output_dir)
+
+
+def finish(trainer, tokenizer, result: Outcome, callbacks: RunCallbacks, output_dir: Path) -> int:
+    """Act on ``result``: on rank 0 the "end" line of metrics.jsonl and the plots (a plot must never cost the run
+    its final save), then final/ when the ending calls for it and the one line; returns the exit status."""
+    from . import rundir
+
     if trainer.is_world_process_zero():
-        rundir.append_metrics(output_dir, {"step": step, "event": "end", "reason": result.reason,
-                                           "detail": divergence.reason or stopper.signal_name})
+        rundir.append_metrics(output_dir, {"step": trainer.state.global_step, "event": "end", "reason": result.reason,
+                                           "detail": callbacks.divergence.reason or callbacks.stopper.signal_name})
         from .training_plot import plot_training
 
-        try:  # a plot must never cost the run its final save
+        try:
             plot_training(output_dir)
         except Exception as exc:  # noqa: BLE001
-            print(f"warning: plots/training.png not written: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+            print(f"warning: plots/training.png not written: {first_line(exc)}",
                   file=sys.stderr, flush=True)
-    try:
-        if result.save_final:
-            rundir.save_final(trainer, tokenizer, output_dir)
-        if result.code != 0:
-            print(result.message, file=sys.stderr, flush=True)
-        elif t.should_log:
-            print(result.message, flush=True)
-        return result.code
-    finally:
-        if lock is not None:
-            lock.release()
+    if result.save_final:
+        rundir.save_final(trainer, tokenizer, output_dir)
+    if result.code != 0:
+        print(result.message, file=sys.stderr, flush=True)
+    elif trainer.args.should_log:
+        print(result.message, flush=True)
+    return result.code
 
 
 @dataclasses.dataclass(frozen=True)

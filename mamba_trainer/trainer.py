@@ -17,10 +17,9 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from optimizers import MuonFactory, split_parameters
+from optimizers.factory import OPTIMIZER_TYPES  # re-exported: `from mamba_trainer.trainer import OPTIMIZER_TYPES`
 
 from .errors import UserError
-
-OPTIMIZER_TYPES = ("muon", "adamw", "adamw_8bit")
 
 
 def build_optimizer(model, kind: str, args, *, verbose: bool = True, **muon_options) -> torch.optim.Optimizer:

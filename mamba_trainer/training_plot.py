@@ -8,31 +8,22 @@ tokens/s; answer accuracy when the run evaluated it (any ``eval_*accuracy`` key)
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from .jsonio import atomic_path, read_metrics
+
 PLOT_FILE = Path("plots") / "training.png"
+__all__ = ["PLOT_FILE", "plot_training", "read_metrics", "series"]
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The records of ``metrics.jsonl`` that carry a step; a torn last line (a killed run) is skipped."""
-    records = []
-    path = Path(run_dir) / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), (int, float)):
-            records.append(record)
-    return records
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of ``key`` over the records that log it as a number."""
-    pairs = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))
-             and not isinstance(r.get(key), bool)]
+    """(steps, values) of ``key`` over the records that log it as a number at a numeric step."""
+    pairs = [(r["step"], r[key]) for r in records if _number(r.get(key)) and _number(r.get("step"))]
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
@@ -71,10 +62,11 @@ def plot_training(run_dir: Path) -> Path | None:
     fig.tight_layout()
     out = run_dir / PLOT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)  # written whole or not at all
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        with atomic_path(out) as tmp:  # written whole or not at all
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return out
 
 

@@ -11,12 +11,14 @@ from torch import nn
 
 from optimizers.errors import MuonConfigError
 from optimizers.fused_blocks import fused_row_blocks
-from optimizers.muon import Muon
+from optimizers.muon import ADAMW_LR_RATIO, Muon
 from optimizers.param_split import split_parameters
 
-FUSED_MODES = ("whole", "per_block")
-ADAMW_LR_RATIO = 0.1  # adamw_lr = lr / 10 by default: 3e-3 -> 3e-4, a usual AdamW lr at ~100M params,
-# and it follows lr in sweeps (modded-nanogpt also keeps a separate, smaller-unit AdamW lr)
+#: What ``mamba-train --optimizer`` builds: Muon here (`create_muon_optimizer`), or AdamW on every parameter
+#: (torch's, or bitsandbytes' 8-bit one) with the same no-decay split.
+OPTIMIZER_TYPES = ("muon", "adamw", "adamw_8bit")
+FUSED_MODES = ("whole", "per_block", "per_block_dt_adamw")
+ADAMW_BLOCKS = {"per_block_dt_adamw": ("dt",)}  # fused mode -> row blocks updated by AdamW instead of Muon
 
 
 def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 0.95, weight_decay: float = 0.01,
@@ -35,7 +37,9 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
     ("auto" | "plain" | "gram") choose how Newton–Schulz runs (`optimizers.precision`, `optimizers.newton_schulz`).
     ``fused``: "whole" orthogonalizes fused projections (Mamba2 in_proj, Zamba2 gate_up_proj) as one matrix;
     "per_block" orthogonalizes and scales each row block (z, x, B, C, dt / gate, up) as if it were its own
-    parameter (blocks read from the model's config by `optimizers.fused_blocks`).
+    parameter (blocks read from the model's config by `optimizers.fused_blocks`); "per_block_dt_adamw" does the
+    same but gives in_proj's dt rows (a few per head, feeding a softplus) an AdamW update at ``adamw_lr``, as
+    the SSM's other per-head parameters (dt_bias, A_log) get.
     """
     if fused not in FUSED_MODES:
         raise MuonConfigError(f"unknown fused={fused!r}; valid: {', '.join(FUSED_MODES)}")
@@ -44,7 +48,8 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
         raise MuonConfigError(f"{type(model).__name__}: the split gives Muon no weight matrix (no nn.Linear/Conv1D "
                               "hidden weight found), so this would train pure AdamW; name its matrices with "
                               "include=['<glob>'] (--muon_include), or use --optimizer adamw")
-    blocks = fused_row_blocks(model) if fused == "per_block" else {}
+    blocks = fused_row_blocks(model) if fused != "whole" else {}
+    to_adamw = ADAMW_BLOCKS.get(fused, ())
     adamw_lr = lr * ADAMW_LR_RATIO if adamw_lr is None else adamw_lr
     adamw_wd = weight_decay if adamw_weight_decay is None else adamw_weight_decay
     groups = []
@@ -58,6 +63,11 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
             if blocks and not g.fan_in_first:
                 sizes = [[k for _, k in blocks[n]] if n in blocks else None for n in g.param_names]
                 group["row_blocks"] = sizes if any(sizes) else None
+                picked = [[i for i, (b, _) in enumerate(blocks[n]) if b in to_adamw] or None if n in blocks
+                          else None for n in g.param_names]
+                if any(picked):
+                    group.update(adamw_blocks=picked, adamw_lr_ratio=adamw_lr / lr, betas=tuple(adamw_betas),
+                                 eps=adamw_eps)
         else:
             group.update(lr=adamw_lr, weight_decay=adamw_wd if g.decay else 0.0, betas=tuple(adamw_betas),
                          eps=adamw_eps)

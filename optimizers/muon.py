@@ -25,6 +25,8 @@ from optimizers.orthogonalize import check_method, default_steps, get_backend, o
 from optimizers.precision import describe_dtype, resolve_dtype
 
 NONFINITE = ("raise", "skip")
+ADAMW_LR_RATIO = 0.1  # adamw_lr = lr / 10 by default: 3e-3 -> 3e-4, a usual AdamW lr at ~100M params,
+# and it follows lr in sweeps (modded-nanogpt also keeps a separate, smaller-unit AdamW lr)
 MIN_8BIT_SIZE = 4096  # as bnb.optim.AdamW8bit: smaller tensors (norms, biases) keep fp32 moments
 _EXACT_KEYS = ("exp_avg_q", "exp_avg_sq_q", "exp_avg_absmax", "exp_avg_sq_absmax", "second_moment")
 
@@ -72,6 +74,20 @@ def _check_group(group: dict, names: list[str]) -> None:
                                      and sum(sizes) == p.shape[0]),
                    f"{where}: row_blocks for {name!r} must be positive row counts summing to its {p.shape[0]} rows, "
                    f"got {sizes!r}")
+    adamw_blocks = group["adamw_blocks"]
+    if adamw_blocks is not None:
+        _check(blocks is not None and isinstance(adamw_blocks, (list, tuple))
+               and len(adamw_blocks) == len(group["params"]),
+               f"{where}: adamw_blocks needs row_blocks and one entry (None or block indices) per parameter")
+        for name, sizes, picked in zip(names, blocks, adamw_blocks):
+            _check(picked is None or (sizes is not None and all(isinstance(i, int) and 0 <= i < len(sizes)
+                                                                for i in picked)),
+                   f"{where}: adamw_blocks for {name!r} must be indices into its row_blocks {sizes!r}, got {picked!r}")
+        _check(_is_number(group["adamw_lr_ratio"]) and group["adamw_lr_ratio"] > 0,
+               f"{where}: adamw_lr_ratio (AdamW-updated rows' lr / the group's lr) must be > 0, "
+               f"got {group['adamw_lr_ratio']!r}")
+        b1, b2 = group["betas"]
+        _check(0 <= b1 < 1 and 0 <= b2 < 1, f"{where}: AdamW betas must be in [0, 1), got {group['betas']!r}")
     for p, name in zip(group["params"], names):
         matrix = p.ndim in (2, 3) and min(p.shape[-2:]) > 1
         _check(matrix, f"{where}: parameter {name!r} with shape {tuple(p.shape)} is not a matrix (or a stack of "
@@ -99,7 +115,10 @@ class Muon(torch.optim.Optimizer):
     `optimizers.newton_schulz`; "plain" with compute_dtype=bfloat16 is torch.optim.Muon's arithmetic),
     fan_in_first (weights stored (in, out), as transformers' Conv1D: the scale uses the map's shape),
     row_blocks (one entry per parameter: None, or the row counts of a fused projection's blocks — each block
-    is then orthogonalized and scaled as if it were its own parameter; see `per_block_updates`).
+    is then orthogonalized and scaled as if it were its own parameter; see `_per_block_step`), adamw_blocks
+    (with row_blocks; one entry per parameter: None, or the indices of blocks updated by AdamW instead — e.g.
+    Mamba2 in_proj's dt rows — at lr·adamw_lr_ratio with the group's betas and eps, as if they were a parameter
+    of an AdamW group).
     AdamW group keys: lr, betas, eps, weight_decay, decoupled_wd.
     ``adamw_8bit``: AdamW moments in 8 bits via bitsandbytes. ``nonfinite``: "raise" or "skip" a step whose
     gradients contain NaN/inf (skipped steps are counted in ``skipped_steps``). ``distributed``: "auto" splits
@@ -121,7 +140,7 @@ class Muon(torch.optim.Optimizer):
                         decoupled_wd=decoupled_wd, backend=backend, ns_steps=ns_steps, adjust_lr=adjust_lr,
                         beta2=beta2, compute_dtype=compute_dtype, betas=tuple(adamw_betas), eps=adamw_eps,
                         use_muon=True, name="muon", fan_in_first=False, ns_method=ns_method,
-                        row_blocks=None)
+                        row_blocks=None, adamw_blocks=None, adamw_lr_ratio=ADAMW_LR_RATIO)
         self.adamw_8bit = adamw_8bit
         self.nonfinite = nonfinite
         self.distributed = distributed
@@ -250,21 +269,47 @@ class Muon(torch.optim.Optimizer):
 
     def _per_block_step(self, group: dict, items: list[tuple[Tensor, Tensor, list[int]]], decay) -> None:
         """Fused projections: momentum on the whole matrix, then each row block orthogonalized (one batched call
-        per block shape, across parameters) and scaled by its own shape, as if it were its own parameter."""
+        per block shape, across parameters) and scaled by its own shape, as if it were its own parameter.
+        Blocks listed in ``adamw_blocks`` take an AdamW step instead, as if they were in an AdamW group."""
         blocks: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
+        picked = {id(p): set(b or ()) for p, b in zip(group["params"], group["adamw_blocks"] or [None] * len(
+            group["params"]))}
+        rows = []  # (param view, grad view, state, key) of the AdamW-updated blocks
         for p, g, sizes in items:
             U = muon_momentum_([g], [self.state[p]["momentum_buffer"]], momentum=group["momentum"],
                                nesterov=group["nesterov"])[0]
-            for u, target in zip(U.split(sizes, dim=0), p.split(sizes, dim=0)):
+            for i, (u, target, grad) in enumerate(zip(U.split(sizes, dim=0), p.split(sizes, dim=0),
+                                                      g.split(sizes, dim=0))):
+                if i in picked[id(p)]:
+                    rows.append((target, grad, self.state[p], f"rows{i}"))
+                    continue
+                if decay is not None:
+                    target.mul_(decay)
                 blocks.setdefault((tuple(u.shape), u.dtype, u.device), []).append((u, target))
-            if decay is not None:
-                p.mul_(decay)
+        if rows:
+            self._adamw_rows_step(group, rows)
         for (shape, _, _), pairs in blocks.items():
             O = orthogonalize(torch.stack([u for u, _ in pairs]), group["backend"], group["ns_steps"],
                               group["compute_dtype"], group["ns_method"])
             alpha = -group["lr"] * update_scale(shape, group["adjust_lr"])
             for (_, target), o in zip(pairs, O.unbind(0)):
                 target.add_(o, alpha=alpha)
+
+    @staticmethod
+    def _adamw_rows_step(group: dict, rows: list[tuple[Tensor, Tensor, dict, str]]) -> None:
+        """AdamW on row blocks of Muon matrices: moments per block in the parameter's state (``exp_avg_<key>``,
+        ``exp_avg_sq_<key>``, ``step_<key>``), arithmetic exactly `adamw_`'s (that of an AdamW group)."""
+        for _, grad, state, key in rows:
+            if f"step_{key}" not in state:
+                state[f"step_{key}"] = torch.zeros((), dtype=torch.float32, device=grad.device)
+                state[f"exp_avg_{key}"] = torch.zeros_like(grad, memory_format=torch.contiguous_format)
+                state[f"exp_avg_sq_{key}"] = torch.zeros_like(grad, memory_format=torch.contiguous_format)
+        beta1, beta2 = group["betas"]
+        wd = group["weight_decay"] if group["decoupled_wd"] else 0.0  # coupled: the grads already hold wd·p
+        adamw_([t for t, *_ in rows], [g for _, g, *_ in rows], [s[f"exp_avg_{k}"] for *_, s, k in rows],
+               [s[f"exp_avg_sq_{k}"] for *_, s, k in rows], [s[f"step_{k}"] for *_, s, k in rows],
+               lr=group["lr"] * group["adamw_lr_ratio"], beta1=beta1, beta2=beta2, eps=group["eps"],
+               weight_decay=wd, decoupled_wd=True)
 
     def _adamw_step(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -326,7 +371,9 @@ class Muon(torch.optim.Optimizer):
                "resume with the same adamw_8bit setting")
         # torch casts every state tensor of a float param to the param's dtype: that would turn uint8
         # moments into floats and bf16-round fp32 absmax. Load these keys ourselves, dtype untouched.
-        exact = {i: {k: s.pop(k) for k in list(s) if k in _EXACT_KEYS} for i, s in saved.items()}
+        # The same for the step counts of AdamW-updated row blocks ("step_rows<i>"): fp32, as torch keeps "step".
+        exact = {i: {k: s.pop(k) for k in list(s) if k in _EXACT_KEYS or k.startswith("step_")}
+                 for i, s in saved.items()}
         super().load_state_dict({**state_dict, "state": saved})
         saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
         params = [p for g in self.param_groups for p in g["params"]]
@@ -382,6 +429,9 @@ class Muon(torch.optim.Optimizer):
                          ns_plan=self._ns_plan(g, device))
                 if g["row_blocks"]:
                     d["row_blocks"] = {n: list(b) for n, b in zip(self._names(g, gi), g["row_blocks"]) if b}
+                if g["adamw_blocks"]:
+                    d["adamw_blocks"] = {n: list(b) for n, b in zip(self._names(g, gi), g["adamw_blocks"]) if b}
+                    d.update(adamw_lr_ratio=g["adamw_lr_ratio"], betas=list(g["betas"]), eps=g["eps"])
             else:
                 d.update(betas=list(g["betas"]), eps=g["eps"], adamw_8bit=self.adamw_8bit)
             d.update(num_tensors=len(g["params"]), num_parameters=sum(p.numel() for p in g["params"]),

@@ -13,6 +13,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Worker scripts that tests launch with torchrun, not test modules: --doctest-modules must not import them.
+collect_ignore = ["distributed"]
+
 
 @pytest.fixture
 def hub_offline(monkeypatch):

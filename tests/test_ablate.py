@@ -14,8 +14,8 @@ import pytest
 from mamba_trainer.ablate import main, runner
 from mamba_trainer.ablate.plots import choose_axes
 from mamba_trainer.ablate.report import GENERATED_PREFIX
-from mamba_trainer.ablate.spec import (BACKEND_NAMES, SweepSpec, Value, build_variants, expand_grid, load_spec_file,
-                                       normalize, parse_number, parse_value, parse_variant_arg, FACTORS)
+from mamba_trainer.ablate.factors import BACKEND_NAMES, FACTORS, Value, expand_grid, parse_number, parse_value
+from mamba_trainer.ablate.spec import SweepSpec, build_variants, load_spec_file, normalize, parse_variant_arg
 from mamba_trainer.errors import UserError
 from mamba_trainer.rundir import running_pid
 

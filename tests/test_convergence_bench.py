@@ -177,3 +177,29 @@ def test_flags_are_accepted_by_the_real_parser(conv, tmp_path):
         parsed = parse_args(conv.train_flags("mamba-tiny", kind, 1e-2, 1, cfg, tmp_path / kind, adamw_lr))
         assert parsed.training.max_steps == 80 and parsed.training.seed == 1
         assert parsed.training.eval_steps == 10 and parsed.data.max_seq_length == 64
+
+
+def test_prune_keeps_what_results_and_resume_read(conv, tmp_path):
+    run = tmp_path / "muon_lr0.02_seed0"
+    _write_metrics(run, [{"step": 4, "elapsed_s": 1.0, "eval_loss": 3.0, "eval_runtime": 0.1},
+                         {"step": 4, "event": "end", "reason": "completed"}])
+    for name in ("run_config.json", "optimizer.json", "environment.json", "final/config.json",
+                 "final/model.safetensors", "final/tokenizer.json", "plots/training.png"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("x")
+    before = conv.summarize_run(conv.read_metrics(run))
+    conv.prune(run)
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert left == sorted(conv.KEEP)
+    assert not (run / "plots").exists()
+    assert conv.is_complete(run) and conv.summarize_run(conv.read_metrics(run)) == before
+
+
+def test_time_ratio_needs_both_runs_on_one_machine(conv):
+    adamw = [{**_run(100, 200.0, [7.0, 3.0]), "machine": "A"}, {**_run(100, 200.0, [7.0, 3.0]), "machine": "A"}]
+    muon = [{**_run(100, 100.0, [7.0, 2.0, 1.0]), "machine": "A"}, {**_run(100, 100.0, [7.0, 2.0, 1.0]),
+                                                                    "machine": "B"}]
+    c = conv.compare(adamw, muon)
+    assert c["steps_ratios"][1] == pytest.approx(c["steps_ratios"][0])  # steps do not care where they ran
+    assert math.isfinite(c["time_ratios"][0]) and math.isnan(c["time_ratios"][1])
+    assert c["time_ratio"]["of"] == 1 and c["time_ratio"]["n"] == 1

@@ -71,7 +71,23 @@ def test_foreground_runs_to_completion(tmp_path):
     assert (tmp_path / "logs" / "fg.log").is_file() and not (tmp_path / "logs" / "fg.pid").exists()
 
 
-@pytest.mark.parametrize("cmd", ["--status", "--stop"])
-def test_status_and_stop_without_runs(tmp_path, cmd):
+def test_status_without_runs_is_an_empty_listing(tmp_path):
+    """--status lists runs: none is an answer (stdout, exit 0), not an error."""
+    result = launch(tmp_path, "--status")
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"no runs in {tmp_path / 'logs'}\n", "")
+
+
+@pytest.mark.parametrize("cmd", ["--stop", "--tail"])
+def test_stop_and_tail_without_runs_are_errors(tmp_path, cmd):
+    """--stop / --tail act on a run (default: the newest): with none, a one-line error on stderr and exit 2."""
     result = launch(tmp_path, cmd)
-    assert (result.returncode == 0 and "no runs" in result.stdout) or "no runs" in result.stderr
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"error: no runs in {tmp_path / 'logs'}; start one with ./train_background.sh <flags>\n")
+
+
+@pytest.mark.parametrize("cmd", ["--status", "--stop", "--tail"])
+def test_unknown_run_name_is_an_error(tmp_path, cmd):
+    (tmp_path / "logs").mkdir()
+    result = launch(tmp_path, cmd, "nope")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"error: no run 'nope' in {tmp_path / 'logs'} (see ./train_background.sh --status)\n"

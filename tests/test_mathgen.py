@@ -7,7 +7,8 @@ import pytest
 
 from mamba_trainer import mathgen
 from mamba_trainer.errors import UserError
-from mamba_trainer.mathgen import TEMPLATE_BY_NAME, TEMPLATES, evaluate, generate_problems
+from mamba_trainer.math_templates import TEMPLATE_BY_NAME, TEMPLATES, evaluate
+from mamba_trainer.mathgen import generate_problems
 
 ANNOTATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")
 

@@ -4,6 +4,7 @@ resume, NorMuon, non-finite handling, bad input and describe()."""
 import copy
 import io
 import json
+import math
 
 import bitsandbytes as bnb
 import pytest
@@ -235,14 +236,38 @@ def test_resume_is_bit_identical(options):
         assert any(s.get("exp_avg_q", torch.empty(0)).dtype == torch.uint8 for s in opt_resumed.state.values())
 
 
-def test_lr_scheduler_scales_every_group():
+def lr_factor(kind, step, warmup, total):
+    """transformers' schedules, written out: linear warmup, then linear / half-cosine decay to 0, or constant."""
+    if step < warmup:
+        return step / warmup
+    progress = (step - warmup) / (total - warmup)
+    return {"linear": max(0.0, 1.0 - progress), "cosine": max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress))),
+            "constant_with_warmup": 1.0}[kind]
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant_with_warmup"])
+def test_lr_scheduler_scales_every_group(kind):
+    """The Trainer's scheduler (transformers.get_scheduler) on our optimizer: at every step each group's lr is its
+    own base lr (Muon 0.02, both AdamW groups 1e-3) times the schedule's factor, and the step uses it (lr 0 moves
+    nothing)."""
+    from transformers import get_scheduler
+
     model = TinyLM()
     opt = create_muon_optimizer(model, lr=0.02, adamw_lr=1e-3, verbose=False)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5)
-    assert [g["lr"] for g in opt.param_groups] == [0.01, 5e-4, 5e-4]
+    warmup, total = 3, 10
+    sched = get_scheduler(kind, opt, num_warmup_steps=warmup, num_training_steps=total)
     assert [g["initial_lr"] for g in opt.param_groups] == [0.02, 1e-3, 1e-3]
-    train(model, opt, 1)
-    sched.step()
+    for step in range(total):
+        f = lr_factor(kind, step, warmup, total)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.02 * f, 1e-3 * f, 1e-3 * f], rel=1e-12, abs=0)
+        assert sched.get_last_lr() == [g["lr"] for g in opt.param_groups]
+        before = [p.detach().clone() for p in model.parameters()]
+        train(model, opt, 1, start=step)
+        moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+        assert all(moved) if f > 0 else not any(moved), (step, f)
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.02, 1e-3, 1e-3] if kind == "constant_with_warmup"
+                                                                 else [0.0, 0.0, 0.0], abs=1e-15)
 
 
 # ------------------------------------------------------------------------------------------ features

@@ -103,3 +103,75 @@ def test_factory_per_block_reads_blocks_from_the_config():
     assert not any(g.get("row_blocks") for g in whole.describe()["groups"])
     with pytest.raises(MuonConfigError, match="valid: whole, per_block"):
         create_muon_optimizer(model, fused="blocks", verbose=False)
+
+
+@pytest.mark.parametrize("decoupled_wd", [True, False])
+def test_adamw_blocks_update_like_an_adamw_group(decoupled_wd):
+    """adamw_blocks: the dt-like block steps as a parameter of an AdamW group at lr·adamw_lr_ratio, the other
+    blocks as separate Muon parameters — through a save/load of the state in the middle."""
+    gen = torch.Generator().manual_seed(1)
+    fused = nn.Parameter(torch.randn(sum(SIZES), COLS, generator=gen))
+    parts = [nn.Parameter(t.clone()) for t in fused.detach().split(SIZES)]
+    kw = dict(lr=0.02, momentum=0.9, weight_decay=0.1, compute_dtype="float32", decoupled_wd=decoupled_wd)
+    adamw = dict(betas=(0.9, 0.99), eps=1e-6)
+
+    def make(p, ref):
+        if ref:
+            return Muon([{"params": ref[:2]}, {"params": ref[2:], "use_muon": False, "lr": 0.02 * 0.25, **adamw}],
+                        **kw)
+        return Muon([{"params": [p], "row_blocks": [SIZES], "adamw_blocks": [[2]], "adamw_lr_ratio": 0.25,
+                      **adamw}], **kw)
+
+    ours, ref = make(fused, None), make(None, parts)
+    for step in range(4):
+        if step == 2:  # state survives a round trip (the block's step count stays fp32 on its device)
+            saved = copy.deepcopy(ours.state_dict())
+            ours = make(fused, None)
+            ours.load_state_dict(saved)
+            assert ours.state[fused]["step_rows2"].dtype == torch.float32
+        g = grads(step)
+        fused.grad = g.clone()
+        for p, gp in zip(parts, g.split(SIZES)):
+            p.grad = gp.clone()
+        ours.step()
+        ref.step()
+    torch.testing.assert_close(fused.detach(), torch.cat([p.detach() for p in parts]), atol=1e-6, rtol=0)
+    assert ours.state[fused]["step_rows2"].item() == 4  # AdamW's bias correction counted every step
+
+
+@pytest.mark.parametrize("group,match", [({"adamw_blocks": [[2]]}, "needs row_blocks"),
+                                         ({"row_blocks": [SIZES], "adamw_blocks": [[3]]}, "indices into"),
+                                         ({"row_blocks": [SIZES], "adamw_blocks": [[2]], "adamw_lr_ratio": 0},
+                                          "adamw_lr_ratio")])
+def test_bad_adamw_blocks_are_one_line_errors(group, match):
+    p = nn.Parameter(torch.randn(sum(SIZES), COLS))
+    with pytest.raises(MuonConfigError, match=match) as err:
+        Muon([{"params": [p], **group}])
+    assert "\n" not in str(err.value)
+
+
+def test_factory_dt_adamw_puts_only_in_proj_dt_rows_on_adamw():
+    from mamba_trainer.models import build_model
+    from optimizers import create_muon_optimizer
+    from optimizers.fused_blocks import fused_row_blocks
+
+    torch.manual_seed(0)
+    model = build_model("hybrid-tiny", vocab_size=1024)
+    blocks = fused_row_blocks(model)
+    opt = create_muon_optimizer(model, lr=0.02, adamw_lr=0.004, fused="per_block_dt_adamw", verbose=False)
+    muon = next(g for g in opt.describe()["groups"] if g.get("row_blocks"))
+    picked = muon["adamw_blocks"]
+    assert picked and set(picked) == {n for n in blocks if n.endswith("in_proj.weight")}
+    assert all([blocks[n][i][0] for i in idx] == ["dt"] for n, idx in picked.items())
+    assert muon["adamw_lr_ratio"] == pytest.approx(0.2)
+    # a step moves the dt rows by about AdamW's lr per element (Adam's first step is ~lr·sign(grad))
+    name = next(iter(picked))
+    p = dict(model.named_parameters())[name]
+    dt_rows = slice(p.shape[0] - blocks[name][-1][1], p.shape[0])
+    before = p.detach().clone()
+    for q in model.parameters():
+        q.grad = torch.randn_like(q)
+    opt.step()
+    moved = (p.detach() - before)[dt_rows]
+    decay = before[dt_rows] * 0.004 * 0.01
+    torch.testing.assert_close((moved + decay).abs(), torch.full_like(moved, 0.004), atol=1e-6, rtol=1e-3)

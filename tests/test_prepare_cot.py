@@ -1,6 +1,5 @@
 """prepare_cot_dataset.py: MathInstruct CoT rows (+ GSM8K train) -> one `#### N` line each, stats that add up."""
 
-import doctest
 import importlib.util
 import json
 import os
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mamba_trainer import cot
 from mamba_trainer.answers import extract_answer
 from mamba_trainer.cot import (
     classify_example,
@@ -40,10 +38,6 @@ EXPECTED = {
     18: (None, "empty"), 19: (None, "non_numeric_answer"), 20: ("25", None), 21: (None, "conflicting_answers"),
 }
 
-
-def test_doctests_pass():
-    result = doctest.testmod(cot)
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_every_fixture_row_has_an_expectation():

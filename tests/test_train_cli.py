@@ -4,8 +4,10 @@ The CLI runs in-process (``main(argv)``) from a temporary working directory, so 
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -33,6 +35,25 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
+
+
+def scheduled_lrs(config: dict, steps: int) -> list[tuple[float, float]]:
+    """(Muon lr, AdamW lr) that steps 1..``steps`` use, from ``transformers.get_scheduler`` on the run's recorded
+    settings (an optimizer step uses the lr the scheduler holds before it steps)."""
+    from transformers import get_scheduler
+
+    t = config["training_arguments"]
+    groups = [{"params": [torch.zeros(1)], "lr": t["learning_rate"]},
+              {"params": [torch.zeros(1)], "lr": config["muon"]["adamw_lr"]}]
+    optimizer = torch.optim.SGD(groups, lr=t["learning_rate"])
+    scheduler = get_scheduler(t["lr_scheduler_type"], optimizer, num_warmup_steps=int(t["warmup_steps"]),
+                              num_training_steps=t["max_steps"], scheduler_specific_kwargs=t["lr_scheduler_kwargs"])
+    lrs = []
+    for _ in range(steps):
+        lrs.append(tuple(scheduler.get_last_lr()))
+        optimizer.step()
+        scheduler.step()
+    return lrs
 
 
 @pytest.fixture
@@ -66,9 +87,12 @@ def test_muon_run_trains_and_leaves_a_complete_run_dir(muon_run):
     steps = [m for m in logs if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2, 3, 4, 5, 6]
     for m in steps:
-        assert m["lr_muon"] >= 0 and m["lr_adamw"] >= 0 and 0 < m["momentum"] < 1 and m["tokens_per_second"] > 0
-    # warmup from 0, then the Muon side runs at a larger lr than the AdamW side; momentum ramps up
-    assert steps[0]["lr_muon"] == 0 and max(m["lr_muon"] for m in steps) > max(m["lr_adamw"] for m in steps) > 0
+        assert 0 < m["momentum"] < 1 and m["tokens_per_second"] > 0
+    # each step logs the lr it used: the preset's cosine schedule with warmup, on both sides (Muon at
+    # --learning_rate, AdamW at --adamw_lr); warmup starts from 0. Momentum ramps up.
+    expected = scheduled_lrs(config, len(steps))
+    assert [(m["lr_muon"], m["lr_adamw"]) for m in steps] == pytest.approx(expected, rel=1e-9, abs=0)
+    assert expected[0] == (0.0, 0.0) and expected[2] == (2e-2, 1e-3)  # muon_smoke: 2e-2 / 1e-3, 2 warmup steps
     assert steps[0]["momentum"] < steps[-1]["momentum"]
     evals = [m for m in logs if "eval_loss" in m]
     assert len(evals) == 2 and all("eval_perplexity" in m and "eval_accuracy" in m for m in evals)
@@ -76,17 +100,38 @@ def test_muon_run_trains_and_leaves_a_complete_run_dir(muon_run):
 
 
 def test_final_model_loads_with_auto_classes_and_generates(muon_run):
-    model = AutoModelForCausalLM.from_pretrained(muon_run / "final")
+    model = AutoModelForCausalLM.from_pretrained(muon_run / "final").eval()
     tokenizer = AutoTokenizer.from_pretrained(muon_run / "final")
     ids = tokenizer("Question: 2 + 3?\nAnswer: ", return_tensors="pt").input_ids
-    out = model.generate(ids, max_new_tokens=5, do_sample=False)
-    assert out.shape[1] == ids.shape[1] + 5 or out[0, -1].item() == tokenizer.eos_token_id
+    # min_new_tokens=5 keeps eos from ending it early: exactly 5 new tokens after the unchanged prompt
+    out = model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    assert out.shape == (1, ids.shape[1] + 5) and torch.equal(out[:, :ids.shape[1]], ids)
+    # and they are the greedy tokens: the cached generation equals argmax over full forward passes (eos masked)
+    eos = model.generation_config.eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos or [])
+    reference = ids
+    with torch.no_grad():
+        for _ in range(5):
+            logits = model(reference).logits[0, -1]
+            logits[eos] = float("-inf")
+            reference = torch.cat([reference, logits.argmax().view(1, 1)], dim=1)
+    assert torch.equal(out, reference)
 
 
-def test_params_changed_from_init(muon_run, workdir):
-    # A 0-step run with the same seed gives the initial weights.
-    assert main(["--training_preset", "muon_smoke", *SMOKE, "--max_steps", "0", "--output_dir", "init"]) in (0,)
-    before, after = weights(Path("init/final")), weights(muon_run / "final")
+def initial_weights(argv: list[str]) -> dict[str, torch.Tensor]:
+    """The weights a fresh run of ``argv`` starts from, built by the CLI's own steps (same tokenizer, size, seed)."""
+    from mamba_trainer.args import parse_args
+    from mamba_trainer.train import Resolved, build_run_model, build_tokenizer
+
+    parsed = parse_args(argv)
+    resolved = Resolved(parsed.model.model_size, "muon", Path("unused"), None)
+    tokenizer, _ = build_tokenizer(parsed, resolved, None)
+    return build_run_model(parsed, resolved, tokenizer, None).state_dict()
+
+
+def test_params_changed_from_init(muon_run):
+    before, after = initial_weights(["--training_preset", "muon_smoke", *SMOKE]), weights(muon_run / "final")
+    assert after.keys() <= before.keys()  # final/ stores tied weights once
     changed = [k for k in after if not torch.equal(before[k], after[k])]
     assert len(changed) > len(after) // 2
 
@@ -175,6 +220,32 @@ def test_bad_input_is_one_line_and_nonzero(argv, expected, workdir, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert expected in err and len(err.splitlines()) == 1 and err.startswith("error:")
+
+
+@pytest.mark.parametrize("extra, why", [([], "no CUDA GPU is visible"), (["--use_cpu"], "--use_cpu is set")],
+                         ids=["no-gpu", "use-cpu"])
+def test_fsdp_without_cuda_is_refused(extra, why, workdir, capsys):
+    # accelerate applies FSDP only on GPU-class devices: on the CPU the run would silently be plain DDP
+    if not extra and torch.cuda.is_available():
+        pytest.skip("needs a machine without a CUDA GPU")
+    with mock.patch.dict(os.environ):  # TrainingArguments(fsdp=...) exports FSDP_* variables
+        code = main(["--training_preset", "muon_smoke", "--max_steps", "1", "--output_dir", "fsdp", "--fsdp",
+                     "full_shard", "--fsdp_config", '{"fsdp_version": 2}', *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: --fsdp needs CUDA GPUs and " + why)
+    assert "drop --fsdp" in err[-1] and "torchrun" in err[-1]
+    assert not Path("fsdp").exists()  # refused while resolving, before the run folder is made
+
+
+def test_fsdp_check_passes_with_a_gpu_or_without_fsdp(monkeypatch):
+    from mamba_trainer.args import parse_args
+    from mamba_trainer.train import check_fsdp_device
+
+    with mock.patch.dict(os.environ):
+        fsdp = parse_args(["--training_preset", "muon_smoke", "--fsdp", "full_shard"]).training
+    check_fsdp_device(parse_args(["--training_preset", "muon_smoke"]).training)  # no --fsdp: nothing to check
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    check_fsdp_device(fsdp)
 
 
 def test_resume_with_changed_size_is_refused(muon_run, workdir, capsys):

@@ -2,11 +2,17 @@
 
 import pytest
 
+from configs.model_configs import get_model_config
+from configs.model_sizes import TOKENIZER_VOCAB_SIZES, padded_vocab_size
 from mamba_trainer.errors import UserError
 from mamba_trainer.vram import GIB, next_smaller_divisor, plan_batch, probe_batch
 
-# Roughly hybrid-small-standard: 112M parameters, hidden 768, 24 layers, gpt-neox vocabulary.
-MODEL = dict(n_params=112_000_000, hidden_size=768, num_layers=24, vocab_size=50_280, seq_len=1024)
+# hybrid-small-standard's shape (112M target parameters, hidden 640, 25 layers) and its padded gpt-neox vocabulary
+# (50,304 rows), as train.py passes them to plan_batch (it counts the built model's parameters, within 5% of params).
+_SIZE = get_model_config("hybrid-small-standard")
+MODEL = dict(n_params=_SIZE["params"], hidden_size=_SIZE["config"]["hidden_size"],
+             num_layers=_SIZE["config"]["num_hidden_layers"],
+             vocab_size=padded_vocab_size(TOKENIZER_VOCAB_SIZES[_SIZE["tokenizer"]]), seq_len=1024)
 
 
 def test_plan_keeps_effective_batch_and_grows_with_memory():

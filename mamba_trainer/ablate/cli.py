@@ -23,9 +23,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import USER_ERRORS, UserError
-from .spec import (ALIASES, BUILTIN_VARIANTS, FACTORS, SweepSpec, build_variants, load_spec_file, normalize,
-                   parse_variant_arg, slugify, split_list, valid_factors)
+from ..errors import USER_ERRORS, UserError, run_cli
+from .factors import ALIASES, FACTORS, slugify, split_list, valid_factors
+from .spec import BUILTIN_VARIANTS, SweepSpec, build_variants, load_spec_file, normalize, parse_variant_arg
 
 RESULTS_ROOT = Path("results")
 #: Options that define a sweep (refused with --resume_sweep, which reruns the recorded one).
@@ -182,14 +182,8 @@ def sweep_folder(ns, spec: SweepSpec) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(argv)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help, or mamba-train's parser rejecting a flag (it printed one line)
-        return exc.code if isinstance(exc.code, int) else 2
+    # exit_codes: --help, or mamba-train's parser rejecting a flag (it printed one line), returns its status
+    return run_cli(run, list(sys.argv[1:] if argv is None else argv), exit_codes=True)
 
 
 def run(argv: list[str]) -> int:
@@ -219,10 +213,11 @@ def run(argv: list[str]) -> int:
 
 
 def _read_sweep(sweep_dir: Path) -> dict | None:
+    from ..jsonio import read_json
     from .runner import SWEEP_FILE
 
     path = sweep_dir / SWEEP_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def report_only(sweep_dir: Path) -> int:

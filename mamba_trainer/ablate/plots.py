@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .report import curves
-from .spec import ALIASES, FACTORS
+from .readers import curves, finite
+from .factors import ALIASES, FACTORS
 
 BEST, BASE, OTHER, BAD = "#2e9e44", "#1f5fbf", "#8fa8c8", "#b0b0b0"
 TOP_K = 6  # curves drawn in colour; the rest in grey
@@ -28,10 +28,6 @@ def _plt():
 
 def _ok(r) -> bool:
     return r["rank"] is not None
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def make_plots(sweep_dir: Path, ranked: list[dict], grid: dict[str, list[str]], heatmap: list[str] | None) -> list[str]:
@@ -60,7 +56,7 @@ def performance_comparison(ranked: list[dict], path: Path) -> None:
     for ax, (key, title, fmt) in zip(axes[0], panels):
         timing = key == "train_time_s"
         # diverged runs show their time, but no (meaningless) quality bar
-        vals = [r[key] if _finite(r[key]) and (_ok(r) or timing) else None for r in rows]
+        vals = [r[key] if finite(r[key]) and (_ok(r) or timing) else None for r in rows]
         shown = [v for v in vals if v is not None] or [0.0]
         lo, hi = min(shown), max(shown)
         pad = (hi - lo) * 0.12 or abs(hi) * 0.02 or 1.0
@@ -123,7 +119,7 @@ def training_curves(sweep_dir: Path, ranked: list[dict], path: Path) -> None:
         else:
             style = dict(color=BAD, lw=0.8, alpha=0.7, zorder=1)
         for col, key in enumerate(("eval", "train")):
-            pts = [p for p in c[key] if _finite(p[2])]
+            pts = [p for p in c[key] if finite(p[2])]
             if not pts:
                 continue
             ys = [p[2] for p in pts]
@@ -183,7 +179,7 @@ def choose_axes(grid: dict[str, list[str]], requested: list[str] | None = None) 
 
 
 def _sorted_texts(name: str, texts: list[str]) -> list[str]:
-    from .spec import parse_value
+    from .factors import parse_value
 
     f = FACTORS.get(name)
     if f is None:
@@ -217,11 +213,11 @@ def performance_heatmap(ranked: list[dict], grid: dict[str, list[str]], requeste
         return math.nan, ("div" if any(r["status"] in ("diverged", "failed") for r in mine) else "n/a")
 
     cells = {(fv, xv, yv): cell(xv, yv, fv) for fv in facets for xv in xs for yv in ys}
-    finite = [v for v, _ in cells.values() if math.isfinite(v)]
-    vmin, vmax = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    losses = [v for v, _ in cells.values() if math.isfinite(v)]
+    vmin, vmax = (min(losses), max(losses)) if losses else (0.0, 1.0)
     if vmax - vmin < 1e-12:
         vmax = vmin + 1e-6
-    best = min(finite) if finite else None
+    best = min(losses) if losses else None
     cols = len(facets)
     fig, axs = plt.subplots(1, cols, figsize=(1.6 + 1.35 * len(xs) * cols + 1.2, 1.8 + 0.85 * len(ys)), squeeze=False,
                             sharey=True)
@@ -265,14 +261,14 @@ def _variant_heatmap(ranked: list[dict], path: Path) -> None:
     import numpy as np
 
     rows = ranked
-    vals = np.array([[r["val_loss"] if _ok(r) and _finite(r["val_loss"]) else np.nan] for r in rows], dtype=float)
-    finite = vals[np.isfinite(vals)]
+    vals = np.array([[r["val_loss"] if _ok(r) and finite(r["val_loss"]) else np.nan] for r in rows], dtype=float)
+    losses = vals[np.isfinite(vals)]
     fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.45 * len(rows)))
     cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad="#d9d9d9")
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    lo, hi = (float(losses.min()), float(losses.max())) if losses.size else (0.0, 1.0)
     image = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, aspect="auto", vmin=lo, vmax=max(hi, lo + 1e-6))
     for i, r in enumerate(rows):
-        text = f"{r['val_loss']:.4f}" if _ok(r) and _finite(r["val_loss"]) else r["status"]
+        text = f"{r['val_loss']:.4f}" if _ok(r) and finite(r["val_loss"]) else r["status"]
         ax.text(0, i, text, ha="center", va="center", fontsize=9, fontweight="bold" if r["rank"] == 1 else None)
     ax.set_yticks(range(len(rows)), [_short(r["variant"]) for r in rows], fontsize=8)
     ax.set_xticks([0], ["final val loss"])

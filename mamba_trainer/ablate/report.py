@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 import time
 from pathlib import Path
 
+from ..jsonio import read_json, read_metrics, write_json
 from ..rundir import ENVIRONMENT_FILE, RUN_CONFIG
-from .runner import RUNS_DIR, SWEEP_FILE, end_record, read_metrics, read_variant_file, variant_status
-from .spec import FACTORS, ALIASES, parse_value
+from .readers import curves, end_record, finite
+from .runner import RUNS_DIR, SWEEP_FILE, read_variant_file, variant_status
+from .factors import FACTORS, ALIASES, parse_value
 
 OK = ("completed", "time_budget", "stopped")
 GENERATED_PREFIX = "**Generated on:**"
@@ -35,10 +36,6 @@ PLOT_FILES = {
 }
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _json_safe(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
@@ -50,10 +47,8 @@ def _json_safe(x):
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    data = read_json(path, default={})  # a missing or torn file reads as empty: the report shows what is there
+    return data if isinstance(data, dict) else {}
 
 
 # ---- reading -------------------------------------------------------------------------------------------------
@@ -65,24 +60,6 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
     order = [v["slug"] for v in _read_json(sweep_dir / SWEEP_FILE).get("variants_resolved", [])]
     rank = {slug: i for i, slug in enumerate(order)}
     return sorted(found, key=lambda p: (rank.get(p.name, len(rank)), p.name))
-
-
-def curves(run_dir: Path) -> dict[str, list[tuple[int, float, float]]]:
-    """``{"train": [(step, seconds, loss)], "eval": [...]}``; seconds run on across resumed launches."""
-    out: dict[str, list] = {"train": [], "eval": []}
-    offset, last = 0.0, 0.0
-    for record in read_metrics(run_dir):
-        if "elapsed_s" not in record:
-            continue
-        t = float(record["elapsed_s"])
-        if t + 1e-9 < last:  # a resumed launch restarts its clock
-            offset += last
-        last = t
-        if "loss" in record:
-            out["train"].append((int(record["step"]), offset + t, float(record["loss"])))
-        if "eval_loss" in record:
-            out["eval"].append((int(record["step"]), offset + t, float(record["eval_loss"])))
-    return out
 
 
 def _values(factors: dict[str, str]) -> dict:
@@ -106,12 +83,12 @@ def summarize(run_dir: Path) -> dict:
     status = variant_status(run_dir)
     if status in ("new", "incomplete"):
         status = "incomplete" if records or (run_dir / RUN_CONFIG).is_file() else "not run"
-    evals = [r for r in records if _finite(r.get("eval_loss"))]
-    train = [r for r in records if _finite(r.get("loss"))]
+    evals = [r for r in records if finite(r.get("eval_loss"))]
+    train = [r for r in records if finite(r.get("loss"))]
     last_eval = evals[-1] if evals else {}
     c = curves(run_dir)
     train_time = max([t for _, t, _ in c["train"] + c["eval"]], default=None)
-    tps = [r["tokens_per_second"] for r in records if _finite(r.get("tokens_per_second"))]
+    tps = [r["tokens_per_second"] for r in records if finite(r.get("tokens_per_second"))]
     end = end_record(records) or {}
     steps = end.get("step", max([r.get("step", 0) for r in records], default=0))
     config = _read_json(run_dir / RUN_CONFIG)
@@ -122,7 +99,7 @@ def summarize(run_dir: Path) -> dict:
         "values": _values(variant.get("factors", {})), "raw_flags": dict(variant.get("raw_flags", {})),
         "optimizer": config.get("optimizer_type"), "status": status,
         "detail": recorded.get("detail") if status not in OK else None,
-        "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)) if _finite(val_loss) else None,
+        "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)) if finite(val_loss) else None,
         "val_accuracy": last_eval.get("eval_accuracy"), "eval_step": last_eval.get("step"),
         "train_loss": train[-1]["loss"] if train else None,
         "train_time_s": round(train_time, 2) if train_time is not None else None,
@@ -139,12 +116,12 @@ def collect(sweep_dir: Path) -> list[dict]:
 def rank_rows(rows: list[dict]) -> list[dict]:
     """Successful runs by val loss (best first), then runs without an eval, then diverged/failed ones;
     sets ``rank`` (None for runs that did not finish well) and ``improvement_vs_base_pct``."""
-    good = sorted([r for r in rows if r["status"] in OK and _finite(r["val_loss"])],
+    good = sorted([r for r in rows if r["status"] in OK and finite(r["val_loss"])],
                   key=lambda r: (r["val_loss"], r["variant"]))
     rest = [r for r in rows if r not in good]
     rest.sort(key=lambda r: (r["status"] in ("diverged", "failed"), rows.index(r)))
     base = next((r for r in rows if r["is_base"]), None)
-    base_loss = base["val_loss"] if base and base["status"] in OK and _finite(base["val_loss"]) else None
+    base_loss = base["val_loss"] if base and base["status"] in OK and finite(base["val_loss"]) else None
     out = []
     for i, row in enumerate(good + rest):
         row = dict(row)
@@ -157,7 +134,7 @@ def rank_rows(rows: list[dict]) -> list[dict]:
 
 # ---- insights ------------------------------------------------------------------------------------------------
 def _f(x, digits=4) -> str:
-    return f"{x:.{digits}f}" if _finite(x) else "—"
+    return f"{x:.{digits}f}" if finite(x) else "—"
 
 
 def insights(ranked: list[dict], grid: dict[str, list[str]], wall_clock_budget: bool) -> list[str]:
@@ -193,7 +170,7 @@ def insights(ranked: list[dict], grid: dict[str, list[str]], wall_clock_budget: 
             out.append(f"**{label}:** {top} is best on average (mean val loss over the grid: "
                        f"{', '.join(parts)}){tail}.")
     if good:
-        timed = [r for r in good if _finite(r["tokens_per_second"])]
+        timed = [r for r in good if finite(r["tokens_per_second"])]
         if timed:
             fast = max(timed, key=lambda r: r["tokens_per_second"])
             out.append(f"**Fastest:** {fast['variant']} ran at {fast['tokens_per_second']:,.0f} tokens/s "
@@ -304,10 +281,10 @@ COLUMNS = ("Rank", "Variant", "Val Loss", "Val Perplexity", "Val Accuracy", "Tra
 def _table_row(r: dict) -> list[str]:
     name = r["variant"] + (" (base)" if r["is_base"] and not r["variant"].startswith("Base") else "")
     if r["rank"] is None:
-        name += f" — **{r['status']}**" + (" (last good metrics)" if _finite(r["val_loss"]) else "")
+        name += f" — **{r['status']}**" + (" (last good metrics)" if finite(r["val_loss"]) else "")
     imp = "base" if r["is_base"] and r["rank"] is not None else (
         f"{r['improvement_vs_base_pct']:+.2f}%" if r["improvement_vs_base_pct"] is not None else "—")
-    tps = f"{r['tokens_per_second']:,.0f}" if _finite(r["tokens_per_second"]) else "—"
+    tps = f"{r['tokens_per_second']:,.0f}" if finite(r["tokens_per_second"]) else "—"
     return [str(r["rank"]) if r["rank"] is not None else "—", name.replace("|", "/"), _f(r["val_loss"]),
             _f(r["val_perplexity"], 2), _f(r["val_accuracy"]), _f(r["train_time_s"], 1), tps, str(r["steps"]), imp]
 
@@ -363,7 +340,7 @@ def build_report(sweep_dir: Path, *, plots: bool = True, now: str | None = None)
     base = next((r for r in ranked if r["is_base"]), None)
     data = {"sweep": sweep, "config": cfg, "base_variant": base["variant"] if base else None,
             "best_variant": best["variant"] if best else None, "insights": notes, "variants": ranked}
-    (sweep_dir / "results.json").write_text(json.dumps(_json_safe(data), indent=2, sort_keys=True) + "\n")
+    write_json(sweep_dir / "results.json", _json_safe(data))
     (sweep_dir / "results.csv").write_text(results_csv(ranked, factor_names))
     plot_files = []
     if plots:

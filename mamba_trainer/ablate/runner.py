@@ -18,8 +18,6 @@ each child seeing only its group through ``CUDA_VISIBLE_DEVICES``. Without GPUs 
 from __future__ import annotations
 
 import fcntl
-import json
-import math
 import os
 import shutil
 import signal
@@ -32,7 +30,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import UserError
-from ..rundir import METRICS_FILE, RUN_CONFIG, complete_checkpoints, write_json
+from ..jsonio import read_json, read_metrics, write_json
+from ..rundir import RUN_CONFIG, complete_checkpoints
+from .readers import end_record, finite
 
 RUNS_DIR = "runs"
 VARIANT_FILE = "variant.json"
@@ -102,36 +102,10 @@ def assign(pending: Sequence[int], idle_workers: Sequence[int]) -> list[tuple[in
 
 
 # ---- reading a variant folder ---------------------------------------------------------------------------------
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill: ignore it
-                continue
-    return out
-
-
-def end_record(records: list[dict]) -> dict | None:
-    """The last end-of-run record (a resumed run has one per launch; the last one counts)."""
-    ends = [r for r in records if r.get("event") == "end"]
-    return ends[-1] if ends else None
-
-
 def read_variant_file(run_dir: Path) -> dict:
-    path = Path(run_dir) / VARIANT_FILE
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+    """variant.json's contents; {} while there is none (or it is torn)."""
+    data = read_json(Path(run_dir) / VARIANT_FILE, default={})
+    return data if isinstance(data, dict) else {}
 
 
 def classify(returncode: int | None, records: list[dict], log_tail: str = "") -> tuple[str, str | None]:
@@ -146,7 +120,7 @@ def classify(returncode: int | None, records: list[dict], log_tail: str = "") ->
         reason = end.get("reason") if end else None
         if reason in ("completed", "time_budget"):
             evals = [r for r in records if "eval_loss" in r]
-            if evals and not _finite(evals[-1]["eval_loss"]):
+            if evals and not finite(evals[-1]["eval_loss"]):
                 return "diverged", f"eval loss is {evals[-1]['eval_loss']} at step {evals[-1].get('step')}"
             return reason, None
         if reason == "stopped":

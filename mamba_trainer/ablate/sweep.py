@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from ..errors import UserError
-from ..rundir import write_json
-from .runner import (RUNS_DIR, SWEEP_FILE, SweepLock, plan_job, read_metrics, run_jobs, visible_gpus,
-                     worker_devices)
+from ..jsonio import read_json, read_metrics, write_json
+from .runner import RUNS_DIR, SWEEP_FILE, SweepLock, plan_job, run_jobs, visible_gpus, worker_devices
 from .spec import SweepSpec
 
 
@@ -22,7 +20,7 @@ def check_folder(sweep_dir: Path, spec: SweepSpec) -> dict | None:
         if (sweep_dir / RUNS_DIR).is_dir():
             raise UserError(f"{sweep_dir} has runs/ but no {SWEEP_FILE}; choose another --output")
         return None
-    recorded = json.loads(path.read_text())
+    recorded = read_json(path)
     old = SweepSpec(**recorded["spec"]).base_key()
     for key, value in spec.base_key().items():
         if old.get(key) != value:

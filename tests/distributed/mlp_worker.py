@@ -67,12 +67,13 @@ def build_optimizer(model: nn.Module, *, normuon: bool = True, distributed: str 
     def group(names, **kw):
         return {"params": [named[n] for n in names], "param_names": names, **kw}
 
-    # explicit dtypes: the auto default is bf16 on CPUs with native bf16. The bf16 group runs plain NS: DDP's
-    # averaged half-batch gradients differ from one process's in fp32 rounding, and the Gram form turned one
-    # such bf16 rounding flip into 9e-4 here (> ATOL); that the Gram path gives the same bits for any subset
-    # of a bucket, as the ranks orthogonalize, is tested in tests/test_newton_schulz.py
+    # explicit dtypes: the auto default is bf16 on CPUs with native bf16. Both groups run plain NS: DDP's
+    # averaged half-batch gradients differ from one process's in fp32 rounding, and the Gram form (which works
+    # on G·Gᵀ, squaring the condition number) amplifies that: one bf16 rounding flip became 9e-4 (AVX-512 BF16
+    # EPYC), and in fp32 the first layer ended 6.4e-5 apart (AMX Xeon), both > ATOL. That the Gram path gives
+    # the same bits for any subset of a bucket, as the ranks orthogonalize, is tested in test_newton_schulz.py
     return Muon([group(first, name="muon", weight_decay=0.1, beta2=0.95 if normuon else None,
-                       compute_dtype="float32"),
+                       compute_dtype="float32", ns_method="plain"),
                  group(second, name="muon_bf16", weight_decay=0.0, compute_dtype="bfloat16", ns_method="plain"),
                  group(biases, name="adamw", use_muon=False, lr=1e-2, weight_decay=0.01)],
                 lr=0.05, momentum=0.9, distributed=distributed, nonfinite=nonfinite)
