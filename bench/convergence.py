@@ -31,6 +31,7 @@ their name. Extra flags go to Muon runs only. A finished run keeps only what the
 run files, ``final/config.json``; ``--keep_weights`` keeps the rest), so an ``--out`` inside the repository
 (bench/results/...) can be committed and a sweep continued in a later session or on another checkout. A time ratio
 is computed only for a pair of runs made on the same machine (same CPU model, cores, ISA flags, GPU).
+Results: ``results.json``, ``summary.md``, ``convergence.png`` (``results_<variant>.json`` etc. for a variant).
 """
 
 from __future__ import annotations
@@ -368,6 +369,7 @@ def main(argv=None) -> int:
     info = {"command": shlex.join(["python", "bench/convergence.py", *(sys.argv[1:] if argv is None else argv)]),
             "args": vars(cfg), "machine": describe_machine(), "load_average_start": os.getloadavg()}
     runs, summary = [], []
+    tag = f"_{cfg.variant}" if cfg.variant else ""  # each variant's results beside the others' in one --out
     for size in [s for s in cfg.sizes.split(",") if s]:
         adamw_lr = tune(size, "adamw", [float(x) for x in cfg.adamw_lrs.split(",")], cfg, runs)
         muon_lr = tune(size, "muon", [float(x) for x in cfg.muon_lrs.split(",")], cfg, runs, adamw_lr=adamw_lr)
@@ -381,15 +383,16 @@ def main(argv=None) -> int:
              **compare(pick["adamw"], pick["muon"])}
         summary.append(s)
         log(f"{size}: steps ratios {s['steps_ratios']}, time ratios {s['time_ratios']}")
-        (out / "results.json").write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1, default=str))
+        (out / f"results{tag}.json").write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1,
+                                                           default=str))
     info["load_average_end"] = os.getloadavg()
     info["wall_minutes"] = round((time.time() - started) / 60, 1)
-    (out / "results.json").write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1, default=str))
-    plot(summary, runs, out / "convergence.png")
+    (out / f"results{tag}.json").write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1, default=str))
+    plot(summary, runs, out / f"convergence{tag}.png")
     if cfg.plot:
         plot(summary, runs, Path(cfg.plot))
     md = table(summary)
-    (out / "summary.md").write_text(md + "\n")
+    (out / f"summary{tag}.md").write_text(md + "\n")
     print(md)
     log(f"done in {info['wall_minutes']} min; results in {out}")
     return 0

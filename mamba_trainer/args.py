@@ -90,6 +90,9 @@ class DataArguments:
     max_train_examples: int | None = field(default=None, metadata={"help": "Use only the first N examples."})
 
 
+SCHEDULE_CLOCKS = ("steps", "time")  # what the LR schedule follows (--schedule_by)
+
+
 @dataclass
 class RunArguments:
     training_preset: str = field(
@@ -115,6 +118,12 @@ class RunArguments:
     time_budget: str | None = field(
         default=None,
         metadata={"help": "Wall-clock budget such as 90s, 5m or 1.5h: when spent, evaluate, save and stop."},
+    )
+    schedule_by: str = field(
+        default="steps",
+        metadata={"help": "With --time_budget: 'time' stretches the LR schedule of --max_steps over the budget (it "
+                  "ends annealed when the budget is spent, as fixed-time comparisons need); 'steps' follows steps "
+                  "only.", "choices": SCHEDULE_CLOCKS},
     )
     divergence_factor: float | None = field(
         default=None,

@@ -85,12 +85,16 @@ class RunLogCallback(TrainerCallback):
 
 
 class TimeBudgetCallback(TrainerCallback):
-    """Stops training once ``seconds`` of wall-clock have passed, evaluating and saving at that step."""
+    """Stops training once ``seconds`` of wall-clock have passed, evaluating and saving at that step.
+    `fraction` (the budget's share spent, 0..1) is the clock of ``--schedule_by time``."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
         self.started = time.perf_counter()
         self.spent = False
+
+    def fraction(self) -> float:
+        return min((time.perf_counter() - self.started) / self.seconds, 1.0)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()

@@ -87,6 +87,9 @@ def resolve_run(parsed) -> Resolved:
     m, r, t = parsed.model, parsed.run, parsed.training
     explicit = parsed.explicit
     check_fsdp_device(t)
+    if r.schedule_by == "time" and not r.time_budget:
+        raise UserError("--schedule_by time stretches the LR schedule over --time_budget; pass --time_budget "
+                        "(e.g. 5m), or drop --schedule_by")
     optimizer_type = r.optimizer or parsed.preset.get("optimizer", "muon")
     output_dir = Path(t.output_dir) if "output_dir" in explicit else None
     plan = resolve_resume(r.resume, output_dir, CHECKPOINT_ROOT) if r.resume else None
@@ -352,7 +355,8 @@ def build_trainer(parsed, resolved: Resolved, model, tokenizer, train_ds, eval_d
         model=model, args=t, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
         compute_metrics=next_token_accuracy, preprocess_logits_for_metrics=argmax_logits,
-        callbacks=callbacks.all, optimizer_type=resolved.optimizer_type, optimizer_options=muon_options(parsed.muon))
+        callbacks=callbacks.all, optimizer_type=resolved.optimizer_type, optimizer_options=muon_options(parsed.muon),
+        schedule_clock=callbacks.budget.fraction if parsed.run.schedule_by == "time" else None)
     if callbacks.answer_eval is not None:
         callbacks.answer_eval.attach(trainer)  # it logs through trainer.log, so its metrics reach metrics.jsonl
     if t.disable_tqdm:

@@ -77,6 +77,28 @@ def check_parallelism(optimizer_type: str, *, fsdp_version: int | None = None,
                         "(torchrun without --deepspeed) or FSDP2")
 
 
+def time_scheduled(scheduler, num_training_steps: int, clock) -> None:
+    """Make a ``LambdaLR`` schedule of ``num_training_steps`` follow a time budget too: at step s, with a share
+    f = ``clock()`` of the budget spent, it reads its lambda at max(s, f * num_training_steps). The schedule is
+    stretched over the budget (warmup and decay keep their shares of it) and reaches its end when the budget
+    runs out, however many steps fit; a run that is faster than the budget follows its steps as before.
+
+    Every schedule transformers' ``get_scheduler`` builds for this project (``SCHEDULERS``) is a ``LambdaLR``.
+    Depends on wall-clock, so it is not bit-reproducible across runs (a step-based schedule is).
+    """
+    from torch.optim.lr_scheduler import LambdaLR
+
+    if not isinstance(scheduler, LambdaLR):
+        raise UserError(f"--schedule_by time needs a LambdaLR schedule; {type(scheduler).__name__} is not one "
+                        "(use one of the presets' lr_scheduler_type values, or --schedule_by steps)")
+
+    def stretched(base):
+        return lambda step: base(max(step, clock() * num_training_steps))
+
+    scheduler.lr_lambdas = [stretched(base) for base in scheduler.lr_lambdas]
+    scheduler._time_scheduled = True
+
+
 def describe_optimizer(optimizer, model) -> dict:
     """JSON-able effective settings: per group, its hyperparameters and the parameter names it holds."""
     if hasattr(optimizer, "describe"):
@@ -107,13 +129,17 @@ def argmax_logits(logits, labels):
 class MuonTrainer(Trainer):
     """``transformers.Trainer`` whose optimizer is Muon (or AdamW) built from our presets.
 
-    Extra keyword arguments: ``optimizer_type`` ("muon" | "adamw" | "adamw_8bit") and ``optimizer_options``
-    (passed to ``create_muon_optimizer``: momentum, nesterov, backend, ns_steps, adjust_lr, adamw_lr, beta2...).
+    Extra keyword arguments: ``optimizer_type`` ("muon" | "adamw" | "adamw_8bit"), ``optimizer_options``
+    (passed to ``create_muon_optimizer``: momentum, nesterov, backend, ns_steps, adjust_lr, adamw_lr, beta2...)
+    and ``schedule_clock`` (a function returning the share 0..1 of a time budget spent: the LR schedule then
+    follows whichever is further along, steps or time; see `time_scheduled`).
     """
 
-    def __init__(self, *args, optimizer_type: str = "muon", optimizer_options: dict | None = None, **kwargs):
+    def __init__(self, *args, optimizer_type: str = "muon", optimizer_options: dict | None = None,
+                 schedule_clock=None, **kwargs):
         self.optimizer_type = optimizer_type
         self.optimizer_options = dict(optimizer_options or {})
+        self.schedule_clock = schedule_clock
         self._throughput_mark: tuple[float, int] | None = None
         self._step_settings: dict[str, float] = {}
         super().__init__(*args, **kwargs)
@@ -134,6 +160,12 @@ class MuonTrainer(Trainer):
             self.optimizer = build_optimizer(opt_model, self.optimizer_type, self.args, verbose=verbose,
                                              **(self.optimizer_options if self.optimizer_type == "muon" else {}))
         return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if self.schedule_clock is not None and not getattr(scheduler, "_time_scheduled", False):
+            time_scheduled(scheduler, num_training_steps, self.schedule_clock)
+        return scheduler
 
     def _issue_warnings_after_load(self, load_result) -> None:
         # tied/shared weights (Zamba2's shared block, a tied head) are stored once: say so in one line

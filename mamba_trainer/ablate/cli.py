@@ -52,7 +52,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume_sweep", metavar="DIR", help="rerun the sweep recorded in DIR/sweep.json")
     s.add_argument("--report", metavar="DIR", help="only rebuild DIR's README, results and plots from its run folders")
     s.add_argument("--max_steps", type=int, help="steps per variant (upper bound under --time_budget)")
-    s.add_argument("--time_budget", help="wall-clock per variant, e.g. 90s, 5m, 1.5h (mamba-train --time_budget)")
+    s.add_argument("--time_budget", help="wall-clock per variant, e.g. 90s, 5m, 1.5h (mamba-train --time_budget; "
+                                         "the LR schedule follows the clock, --schedule_by time, unless the base "
+                                         "flags say --schedule_by steps)")
     s.add_argument("--divergence_factor", type=float,
                    help="a variant whose loss exceeds F x its best is stopped as diverged (default 4; 0 = off)")
     s.add_argument("--variant", action="append", default=[], metavar="'NAME: k=v, ...'",

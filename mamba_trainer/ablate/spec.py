@@ -95,6 +95,10 @@ class SweepSpec:
             argv += ["--max_steps", str(self.max_steps)]
         if self.time_budget:
             argv += ["--time_budget", self.time_budget]
+            if not any(a == "--schedule_by" or a.startswith("--schedule_by=") for a in self.base_flags):
+                # a fixed-time comparison: every variant's LR schedule ends annealed at the budget, however
+                # many steps it fits (a faster variant is not cut off mid-schedule at a higher lr)
+                argv += ["--schedule_by", "time"]
         if self.divergence_factor:
             argv += ["--divergence_factor", repr(float(self.divergence_factor))]
         if not any(a == "--save_total_limit" or a.startswith("--save_total_limit=") for a in self.base_flags):
