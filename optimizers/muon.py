@@ -40,6 +40,13 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _check_adamw_hyper(group: dict, where: str) -> None:
+    """AdamW's betas and eps: of an AdamW group, or of a Muon group's AdamW-updated row blocks."""
+    b1, b2 = group["betas"]
+    _check(0 <= b1 < 1 and 0 <= b2 < 1, f"{where}: AdamW betas must be in [0, 1), got {group['betas']!r}")
+    _check(_is_number(group["eps"]) and group["eps"] > 0, f"{where}: eps must be > 0, got {group['eps']!r}")
+
+
 def _check_group(group: dict, names: list[str]) -> None:
     """Validate one param group; every message is one line naming the group and the fix."""
     where = f"param group {group['name']!r}"
@@ -47,9 +54,7 @@ def _check_group(group: dict, names: list[str]) -> None:
     _check(_is_number(group["weight_decay"]) and group["weight_decay"] >= 0,
            f"{where}: weight_decay must be >= 0, got {group['weight_decay']!r}")
     if not group["use_muon"]:
-        b1, b2 = group["betas"]
-        _check(0 <= b1 < 1 and 0 <= b2 < 1, f"{where}: AdamW betas must be in [0, 1), got {group['betas']!r}")
-        _check(_is_number(group["eps"]) and group["eps"] > 0, f"{where}: eps must be > 0, got {group['eps']!r}")
+        _check_adamw_hyper(group, where)
         return
     _check_momentum(group)
     get_backend(group["backend"])  # raises with the list of valid names
@@ -86,8 +91,7 @@ def _check_group(group: dict, names: list[str]) -> None:
         _check(_is_number(group["adamw_lr_ratio"]) and group["adamw_lr_ratio"] > 0,
                f"{where}: adamw_lr_ratio (AdamW-updated rows' lr / the group's lr) must be > 0, "
                f"got {group['adamw_lr_ratio']!r}")
-        b1, b2 = group["betas"]
-        _check(0 <= b1 < 1 and 0 <= b2 < 1, f"{where}: AdamW betas must be in [0, 1), got {group['betas']!r}")
+        _check_adamw_hyper(group, where)
     for p, name in zip(group["params"], names):
         matrix = p.ndim in (2, 3) and min(p.shape[-2:]) > 1
         _check(matrix, f"{where}: parameter {name!r} with shape {tuple(p.shape)} is not a matrix (or a stack of "
