@@ -361,6 +361,26 @@ def parse(argv=None) -> argparse.Namespace:
     return cfg
 
 
+def read_results(path: Path) -> dict:
+    """An earlier invocation's results file, or ``{}`` if there is none (or it was cut short)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def keep_other_sizes(old: dict, summary: list[dict], runs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Add to this invocation's results the sizes an earlier one wrote (``old``) and this one did not rerun.
+
+    One ``--out`` folder then holds every size's table, runs and plot, whichever command measured them last
+    (each summary row keeps the command that produced it). ``old`` is read once, before this invocation
+    writes anything, so its own partial writes never hide the earlier sizes.
+    """
+    done = {s["size"] for s in summary}
+    earlier = [{"command": old.get("command"), **s} for s in old.get("summary", []) if s.get("size") not in done]
+    return earlier + summary, [r for r in old.get("runs", []) if r.get("size") not in done] + runs
+
+
 def main(argv=None) -> int:
     cfg = parse(argv)
     out = Path(cfg.out)
@@ -370,6 +390,14 @@ def main(argv=None) -> int:
             "args": vars(cfg), "machine": describe_machine(), "load_average_start": os.getloadavg()}
     runs, summary = [], []
     tag = f"_{cfg.variant}" if cfg.variant else ""  # each variant's results beside the others' in one --out
+    results = out / f"results{tag}.json"
+    earlier = read_results(results)  # before the first write below replaces it
+
+    def write(summary, runs):
+        summary, runs = keep_other_sizes(earlier, summary, runs)
+        results.write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1, default=str))
+        return summary, runs
+
     for size in [s for s in cfg.sizes.split(",") if s]:
         adamw_lr = tune(size, "adamw", [float(x) for x in cfg.adamw_lrs.split(",")], cfg, runs)
         muon_lr = tune(size, "muon", [float(x) for x in cfg.muon_lrs.split(",")], cfg, runs, adamw_lr=adamw_lr)
@@ -379,15 +407,15 @@ def main(argv=None) -> int:
             for seed in range(1, cfg.seeds):
                 pick[kind].append(train_run(size, kind, lr, seed, cfg, adamw_lr if kind == "muon" else None))
                 runs.append(pick[kind][-1])
-        s = {"size": size, "variant": cfg.variant, "adamw_lr": adamw_lr, "muon_lr": muon_lr,
+        s = {"command": info["command"], "size": size, "variant": cfg.variant, "adamw_lr": adamw_lr,
+             "muon_lr": muon_lr,
              **compare(pick["adamw"], pick["muon"])}
         summary.append(s)
         log(f"{size}: steps ratios {s['steps_ratios']}, time ratios {s['time_ratios']}")
-        (out / f"results{tag}.json").write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1,
-                                                           default=str))
+        write(summary, runs)
     info["load_average_end"] = os.getloadavg()
     info["wall_minutes"] = round((time.time() - started) / 60, 1)
-    (out / f"results{tag}.json").write_text(json.dumps({**info, "summary": summary, "runs": runs}, indent=1, default=str))
+    summary, runs = write(summary, runs)
     plot(summary, runs, out / f"convergence{tag}.png")
     if cfg.plot:
         plot(summary, runs, Path(cfg.plot))

@@ -6,6 +6,7 @@ two loaded CPU cores); the module shares one 4-variant sweep and adds one 1-vari
 
 import json
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -216,8 +217,27 @@ def test_variant_status_and_next_action(tmp_path):
     assert act("diverged", has_checkpoint=False, wall_clock_budget=False) == "skip"
     assert act("diverged", has_checkpoint=False, wall_clock_budget=False, retry_failed=True) == "fresh"
     assert runner.classify(-9, [], "step 3\n")[1].startswith("crashed (signal SIGKILL)")
+    # killed from outside before it could save (a second Ctrl-C, kill, a closed terminal): unfinished, so a rerun
+    # trains it again rather than ranking a cut-short run as diverged
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        status, detail = runner.classify(-sig, [{"step": 1, "loss": 5.0}], "KeyboardInterrupt\n")
+        assert status == "stopped" and signal.Signals(sig).name in detail
+        assert act(status, has_checkpoint=False, wall_clock_budget=True) == "fresh"
     assert runner.classify(2, [], "x\nerror: --data_dir nope: no such folder\n") == \
         ("failed", "error: --data_dir nope: no such folder")
+
+
+def test_only_finished_runs_are_ranked():
+    """A run stopped partway (lower loss or not) is listed unranked; it would otherwise win on fewer steps' noise
+    or lose for having trained less."""
+    from mamba_trainer.ablate import report
+
+    rows = [{"variant": n, "is_base": n == "base", "status": st, "val_loss": loss}
+            for n, st, loss in [("base", "completed", 2.0), ("cut", "stopped", 1.5), ("better", "time_budget", 1.8),
+                                ("nan", "diverged", float("nan"))]]
+    ranked = report.rank_rows(rows)
+    assert [(r["variant"], r["rank"]) for r in ranked] == [("better", 1), ("base", 2), ("cut", None), ("nan", None)]
+    assert ranked[0]["improvement_vs_base_pct"] == pytest.approx(10.0) and ranked[2]["improvement_vs_base_pct"] is None
 
 
 # ---- command line: bad input ------------------------------------------------------------------------------------

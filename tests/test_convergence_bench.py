@@ -203,3 +203,34 @@ def test_time_ratio_needs_both_runs_on_one_machine(conv):
     assert c["steps_ratios"][1] == pytest.approx(c["steps_ratios"][0])  # steps do not care where they ran
     assert math.isfinite(c["time_ratios"][0]) and math.isnan(c["time_ratios"][1])
     assert c["time_ratio"]["of"] == 1 and c["time_ratio"]["n"] == 1
+
+
+def test_results_keep_the_sizes_another_command_measured(conv, tmp_path, monkeypatch):
+    """Two invocations into one --out, one size each: the files hold both sizes, each with its own command."""
+    def fake_run(size, kind, lr, seed, cfg, adamw_lr=None):
+        final = {"hybrid-tiny": 3.0, "mamba-tiny": 2.0}[size] - (0.1 if kind == "muon" else 0.0) - 1e-3 * lr
+        return {"size": size, "kind": kind, "lr": lr, "seed": seed, "machine": "A", "final": final, "steps": 10,
+                "train_seconds": 10.0, "curve": [(0, 0.0, 7.0), (10, 10.0, final)], "status": "finished"}
+
+    monkeypatch.setattr(conv, "train_run", fake_run)
+    monkeypatch.setattr(conv, "plot", lambda summary, runs, path: None)
+    common = ["--out", str(tmp_path), "--seeds", "2", "--no_extend", "--variant", "perblock",
+              "--adamw_lrs", "1e-3", "--muon_lrs", "1e-2"]
+    assert conv.main(["--sizes", "hybrid-tiny", *common]) == 0
+    assert conv.main(["--sizes", "mamba-tiny", *common]) == 0
+    results = json.loads((tmp_path / "results_perblock.json").read_text())
+    assert [(s["size"], "hybrid-tiny" in s["command"]) for s in results["summary"]] == [
+        ("hybrid-tiny", True), ("mamba-tiny", False)]
+    assert sorted({r["size"] for r in results["runs"]}) == ["hybrid-tiny", "mamba-tiny"]
+    assert len(results["runs"]) == 8  # 2 sizes x 2 optimizers x 2 seeds, none duplicated
+    summary_md = (tmp_path / "summary_perblock.md").read_text()
+    assert "| hybrid-tiny |" in summary_md and "| mamba-tiny |" in summary_md
+    # rerunning a size replaces its rows rather than adding a second copy
+    assert conv.main(["--sizes", "mamba-tiny", *common]) == 0
+    again = json.loads((tmp_path / "results_perblock.json").read_text())
+    assert [s["size"] for s in again["summary"]] == ["hybrid-tiny", "mamba-tiny"] and len(again["runs"]) == 8
+    # no earlier file (or one cut short): this invocation's results as they are
+    assert conv.read_results(tmp_path / "none.json") == {}
+    (tmp_path / "cut.json").write_text("{cut short")
+    assert conv.keep_other_sizes(conv.read_results(tmp_path / "cut.json"), [{"size": "x"}], []) == (
+        [{"size": "x"}], [])

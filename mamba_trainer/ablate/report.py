@@ -23,7 +23,7 @@ from .readers import curves, end_record, finite
 from .runner import RUNS_DIR, SWEEP_FILE, read_variant_file, variant_status
 from .factors import FACTORS, ALIASES, parse_value
 
-OK = ("completed", "time_budget", "stopped")
+OK = ("completed", "time_budget")  # ranked; a stopped run is cut short, listed unranked until a rerun ends it
 GENERATED_PREFIX = "**Generated on:**"
 PLOT_FILES = {
     "performance_comparison.png": "Validation loss, perplexity and accuracy, and training time, per variant (best "

@@ -39,6 +39,9 @@ VARIANT_FILE = "variant.json"
 LOG_FILE = "train.log"
 SWEEP_FILE = "sweep.json"
 FINISHED = ("completed", "time_budget", "diverged", "failed")
+# signals that stop a run from outside (a second Ctrl-C, kill, a closed terminal): the run is unfinished, not
+# diverged, so a rerun trains it again. SIGKILL stays a crash: the kernel's OOM killer sends it.
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -111,8 +114,8 @@ def read_variant_file(run_dir: Path) -> dict:
 def classify(returncode: int | None, records: list[dict], log_tail: str = "") -> tuple[str, str | None]:
     """(status, detail) of a finished launch from its exit status and metrics.
 
-    Status: completed | time_budget | stopped | diverged (exit 3, non-finite eval loss, or a crash) |
-    failed (exit 2: mamba-train rejected its input).
+    Status: completed | time_budget | stopped (stopped by a signal, with or without its checkpoint) |
+    diverged (exit 3, non-finite eval loss, or a crash) | failed (exit 2: mamba-train rejected its input).
     """
     end = end_record(records)
     last_line = _last_line(log_tail)
@@ -130,6 +133,8 @@ def classify(returncode: int | None, records: list[dict], log_tail: str = "") ->
         return "diverged", (end or {}).get("detail") or last_line
     if returncode == 2:
         return "failed", last_line
+    if returncode is not None and -returncode in INTERRUPTS:  # Ctrl-C, kill, a closed terminal: not a result
+        return "stopped", f"interrupted (signal {signal.Signals(-returncode).name}) before saving; a rerun starts it again"
     how = f"signal {signal.Signals(-returncode).name}" if returncode and returncode < 0 else f"exit {returncode}"
     return "diverged", f"crashed ({how}): {last_line}"
 
