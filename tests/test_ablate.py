@@ -261,14 +261,40 @@ def no_subprocess(monkeypatch):
         (["--backend", "newtonschulz5,(3.4,-4.8,2.0)"], "not NS coefficients"),
         (["--resume_sweep", "nowhere"], "sweep.json"),
         (["--report", "nowhere"], "runs/"),
+        (["--variant", "NS-1: ns_steps=3", "--variant", "MM-5: momentum_ramp=0", "--only", "ns-1,ns-9"],
+         "--only ns-9: not a variant of this sweep; valid: ns-1, mm-5"),
     ],
-    ids=["option", "empty", "variant", "size", "output_dir", "coefficients", "resume", "report"],
+    ids=["option", "empty", "variant", "size", "output_dir", "coefficients", "resume", "report", "only"],
 )
 def test_bad_input_exits_2_with_one_line(argv, expected, tmp_path, monkeypatch, capsys, no_subprocess):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1 and expected in err
+
+
+def test_only_selects_variants_of_a_spec_file_and_keeps_the_base(tmp_path, monkeypatch, capsys, no_subprocess):
+    """A second seed for the best few of a spec: --only picks them by name or folder; the sweep records it."""
+    import yaml
+
+    from mamba_trainer.ablate import cli
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"name": "s", "preset": "muon_smoke", "max_steps": 3, "variants": [
+        {"name": "NS-1 ns_steps 3", "ns_steps": 3}, {"name": "MM-5 constant", "momentum_ramp": 0},
+        {"name": "MM-1 from 0.9", "momentum_start": 0.9}], "baselines": True}))
+    monkeypatch.chdir(tmp_path)
+    argv = ["--spec", str(spec), "--only", "NS-1 ns_steps 3, adamw_standard", "--seed", "1", "--output", "o",
+            "--dry_run"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if ": mamba-train " in line]
+    assert len(listed) == 3, out  # the base, NS-1, and the AdamW baseline, each with the new seed
+    assert all("--seed 1" in line for line in listed)
+    assert any("--ns_steps 3" in line for line in listed) and not any("--momentum_warmup_steps 0" in l for l in listed)
+    ns, rest = cli.make_parser().parse_known_args(argv)
+    recorded = cli.spec_from_args(ns, rest).to_json()  # what sweep.json keeps, so --resume_sweep reruns the same
+    assert recorded["only"] == ["NS-1 ns_steps 3", "adamw_standard"]
 
 
 # ---- a real sweep -----------------------------------------------------------------------------------------------

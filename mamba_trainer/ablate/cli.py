@@ -30,7 +30,7 @@ from .spec import BUILTIN_VARIANTS, SweepSpec, build_variants, load_spec_file, n
 RESULTS_ROOT = Path("results")
 #: Options that define a sweep (refused with --resume_sweep, which reruns the recorded one).
 _SPEC_OPTIONS = ("spec", "name", "training_preset", "max_steps", "time_budget", "divergence_factor", "variant",
-                 "baselines", "no_base", "base_variant", "heatmap")
+                 "baselines", "no_base", "base_variant", "heatmap", "only")
 _SWEEP_SETS = ("output_dir", "resume", "run_name")
 
 
@@ -61,6 +61,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="a named variant (repeatable): factors and/or mamba-train flags, or a built-in name")
     s.add_argument("--baselines", action="store_true",
                    help="add the diagnostic AdamW runs: AdamW on all params at the Muon lr, and at the AdamW-side lr")
+    s.add_argument("--only", metavar="NAME[,NAME...]",
+                   help="run only these of the sweep's variants (names or folder names), with the base; e.g. a "
+                        "second --seed for the best few of a --spec")
     s.add_argument("--no_base", action="store_true", help="do not run the base preset as a variant of its own")
     s.add_argument("--base_variant", help="variant (name or folder) the improvement column compares with")
     s.add_argument("--heatmap", metavar="X,Y[,FACET]", help="grid factors of the heatmap (default: chosen)")
@@ -119,6 +122,8 @@ def spec_from_args(ns, rest: list[str]) -> SweepSpec:
     spec.baselines = bool(spec.baselines or ns.baselines)
     if ns.no_base:
         spec.include_base = False
+    if ns.only:
+        spec.only = split_list(ns.only)
     spec.base_flags = list(spec.base_flags) + rest
     return spec
 

@@ -224,7 +224,7 @@ def config_summary(sweep_dir: Path, rows: list[dict], sweep: dict) -> dict:
         "momentum": mu.get("momentum"), "momentum_start": mu.get("momentum_warmup_start"),
         "momentum_ramp": mu.get("momentum_warmup_steps"), "nesterov": mu.get("nesterov"), "backend": mu.get("backend"),
         "ns_steps": mu.get("ns_steps"), "eval_steps": t.get("eval_steps"),
-        "eval_sequences": counts.get("eval_sequences"),
+        "eval_sequences": counts.get("eval_sequences"), "eval_examples": counts.get("eval_examples"),
         "dataset": (data.get("source") or {}).get("dataset") or data.get("data_dir") or data.get("dataset"),
         "train_examples": counts.get("train_examples"), "device": env.get("device"), "seed": t.get("seed"),
     }
@@ -234,6 +234,7 @@ def _config_lines(cfg: dict, sweep: dict, rows: list[dict], sweep_dir: Path) -> 
     n, ok = len(rows), sum(r["rank"] is not None for r in rows)
     div = sum(r["status"] == "diverged" for r in rows)
     failed = sum(r["status"] == "failed" for r in rows)
+    unfinished = sum(r["status"] in ("stopped", "incomplete", "new") for r in rows)  # a rerun finishes them
     lines = []
     if cfg:
         params = f", {cfg['num_parameters'] / 1e6:.2f}M params" if cfg.get("num_parameters") else ""
@@ -258,8 +259,10 @@ def _config_lines(cfg: dict, sweep: dict, rows: list[dict], sweep_dir: Path) -> 
             steps = cfg["ns_steps"] if cfg.get("ns_steps") else "its default"
             lines.append(f"*   **Base Muon:** momentum {ramp}, Nesterov {'on' if cfg['nesterov'] else 'off'}, "
                          f"backend {cfg['backend']} with {steps} steps")
-        lines.append(f"*   **Evaluation:** every {cfg['eval_steps']} steps on {cfg['eval_sequences']} held-out "
-                     f"sequences of {cfg['dataset']}")
+        held = f"{cfg['eval_sequences']} held-out sequences"
+        if cfg.get("eval_examples"):  # packed: examples -> fewer sequences of seq_len tokens
+            held = f"{cfg['eval_examples']} held-out examples ({cfg['eval_sequences']} sequences)"
+        lines.append(f"*   **Evaluation:** every {cfg['eval_steps']} steps on {held} of {cfg['dataset']}")
         lines.append(f"*   **Seed:** {cfg['seed']}; **device:** {cfg['device']}")
     grid = sweep.get("grid") or {}
     if grid:
@@ -268,7 +271,8 @@ def _config_lines(cfg: dict, sweep: dict, rows: list[dict], sweep_dir: Path) -> 
             for k, v in grid.items()))
     if sweep.get("base_flags"):
         lines.append(f"*   **Base flags:** `{' '.join(sweep['base_flags'])}`")
-    lines.append(f"*   **Total experiments:** {n} ({ok} successful, {div} diverged, {failed} failed)")
+    lines.append(f"*   **Total experiments:** {n} ({ok} successful, {div} diverged, {failed} failed"
+                 + (f", {unfinished} unfinished" if unfinished else "") + ")")
     lines.append(f"*   **Rerun / continue:** `muon-ablate --resume_sweep {sweep_dir}`")
     return lines
 

@@ -36,7 +36,7 @@ BUILTIN_VARIANTS: dict[str, tuple[str, dict[str, str]]] = {
 BASELINES = ("adamw_at_muon_lr", "adamw_standard")
 
 SPEC_KEYS = ("name", "preset", "base_flags", "max_steps", "time_budget", "divergence_factor", "grid", "variants",
-             "baselines", "include_base", "base_variant", "heatmap")
+             "baselines", "include_base", "base_variant", "heatmap", "only")
 
 
 @dataclass
@@ -80,6 +80,7 @@ class SweepSpec:
     include_base: bool = True
     base_variant: str | None = None
     heatmap: list[str] | None = None
+    only: list[str] | None = None  # run only these variants (names or folders) and the base
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in SPEC_KEYS}
@@ -226,6 +227,8 @@ def build_variants(spec: SweepSpec, *, known_flags: set[str] | None = None,
         if v.slug in slugs:
             raise UserError(f"variants '{slugs[v.slug]}' and '{v.name}' would share the folder '{v.slug}'; rename one")
         slugs[v.slug] = v.name
+    if spec.only:
+        variants = select_variants(variants, spec.only)
     if spec.base_variant is not None:
         match = [v for v in variants if spec.base_variant in (v.name, v.slug)]
         if not match:
@@ -236,6 +239,24 @@ def build_variants(spec: SweepSpec, *, known_flags: set[str] | None = None,
     elif not any(v.is_base for v in variants):
         variants[0].is_base = True
     return variants
+
+
+def select_variants(variants: list[Variant], only: list[str]) -> list[Variant]:
+    """The variants named in ``only`` (by name or folder, case-insensitive), after the base, which stays as the
+    comparison (``--no_base`` drops it). An unknown name is refused with the valid ones.
+
+    >>> vs = [Variant("Base (p)", "base", "base", is_base=True), Variant("NS-1 ns_steps 3", "ns-1_ns_steps_3", "named"),
+    ...       Variant("MM-5", "mm-5", "named")]
+    >>> [v.slug for v in select_variants(vs, ["mm-5"])]
+    ['base', 'mm-5']
+    """
+    wanted = {w.strip().lower() for w in only if w.strip()}
+    known = {key.lower() for v in variants for key in (v.name, v.slug)}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise UserError(f"--only {unknown[0]}: not a variant of this sweep; valid: "
+                        + ", ".join(v.slug for v in variants if v.kind != "base"))
+    return [v for v in variants if v.kind == "base" or {v.name.lower(), v.slug.lower()} & wanted]
 
 
 def _fmt_base(value) -> str:
