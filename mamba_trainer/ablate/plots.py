@@ -100,7 +100,7 @@ def training_curves(sweep_dir: Path, ranked: list[dict], path: Path) -> None:
     cmap = plt.get_cmap("tab10")
     colored = [r for r in ranked if _ok(r)][:TOP_K]
     colored += [r for r in ranked if r["is_base"] and r not in colored]
-    finite_losses = []
+    finite_losses: dict[int, list[float]] = {0: [], 1: []}  # per column: validation, training
     drawn = 0
     # grey first so the coloured ones sit on top
     order = [r for r in ranked if r not in colored] + colored[::-1]
@@ -126,7 +126,7 @@ def training_curves(sweep_dir: Path, ranked: list[dict], path: Path) -> None:
             if key == "train":
                 ys = _smooth(ys, max(1, len(ys) // 25))
             if _ok(r):
-                finite_losses += ys
+                finite_losses[col] += ys
             for row, xi in enumerate((0, 1)):
                 ax = axes[row][col]
                 marker = "o" if key == "eval" and len(pts) <= 30 else None
@@ -139,9 +139,20 @@ def training_curves(sweep_dir: Path, ranked: list[dict], path: Path) -> None:
         ax.set_xlabel("optimizer step" if row == 0 else "seconds since training start (evaluations included)")
         ax.set_ylabel("loss (nats/token)")
         ax.grid(alpha=0.3)
-        if finite_losses:
-            lo, hi = min(finite_losses), max(finite_losses)
-            ax.set_ylim(lo - 0.03 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+        if finite_losses[col]:
+            lo, hi = min(finite_losses[col]), max(finite_losses[col])
+            if lo > 0 and hi / lo > 4:  # from ~7 at the start to ~0.2: a log axis keeps the end readable
+                from matplotlib.ticker import FuncFormatter, LogLocator
+
+                ax.set_yscale("log")
+                ax.set_ylim(lo / 1.05, hi * 1.05)
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(1.5, 3.0, 4.0, 7.0)))
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.set_ylabel("loss (nats/token, log scale)")
+            else:
+                ax.set_ylim(lo - 0.03 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
     handles, labels = axes[0][0].get_legend_handles_labels()
     if len(handles) < len(axes[0][1].get_legend_handles_labels()[0]):
         handles, labels = axes[0][1].get_legend_handles_labels()
