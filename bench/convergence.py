@@ -226,10 +226,24 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def check_same_command(run_dir: Path, flags: list[str]) -> None:
+    """A finished folder is reused only for the mamba-train command that made it (its log's first line): the same
+    --variant name with other --extra flags, or another --steps, must not pick up runs made for something else."""
+    recorded = log_path(run_dir).read_text().split("\n", 1)[0]
+    now = shlex.join(["mamba-train", *flags])
+    if recorded != now:
+        old, new = shlex.split(recorded)[1:], flags
+        diff = next((f"{a} vs {b}" for a, b in zip(old, new) if a != b), "a different number of flags")
+        raise SystemExit(f"error: {run_dir} was made by another command ({diff}); pass another --variant name or "
+                         "--out, or delete that folder to rerun it")
+
+
 def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float | None = None) -> dict:
     """One mamba-train process (skipped when its folder already holds a finished run); returns its summary."""
     run_dir = Path(cfg.out) / size / run_name(kind, lr, seed, cfg.variant)
     if is_complete(run_dir):
+        if log_path(run_dir).is_file():  # no log (a folder copied without it): nothing to compare with
+            check_same_command(run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
         log(f"{run_dir.name}: done before, reusing it")
     else:
         if run_dir.exists():  # a run cut short: its timing is unusable, so it starts again from scratch
@@ -378,7 +392,13 @@ def keep_other_sizes(old: dict, summary: list[dict], runs: list[dict]) -> tuple[
     """
     done = {s["size"] for s in summary}
     earlier = [{"command": old.get("command"), **s} for s in old.get("summary", []) if s.get("size") not in done]
-    return earlier + summary, [r for r in old.get("runs", []) if r.get("size") not in done] + runs
+    order = {size: i for i, size in enumerate(DEFAULT_SIZES)}  # one row order whichever command ran last
+
+    def by_size(row):
+        return order.get(row.get("size"), len(order))
+
+    return (sorted(earlier + summary, key=by_size),
+            sorted([r for r in old.get("runs", []) if r.get("size") not in done] + runs, key=by_size))
 
 
 def main(argv=None) -> int:

@@ -153,6 +153,22 @@ def test_train_run_reuses_a_finished_folder_without_training(conv, tmp_path, mon
     assert r["final"] == 3.0 and r["train_seconds"] == 1.5
 
 
+def test_a_finished_folder_made_by_other_flags_is_refused(conv, tmp_path, monkeypatch):
+    cfg = conv.parse(["--steps", "40", "--variant", "v", "--extra", "--ns_steps 3", "--out", str(tmp_path)])
+    run_dir = tmp_path / "mamba-tiny" / conv.run_name("muon", 2e-2, 0, "v")
+    _write_metrics(run_dir, [{"step": 4, "elapsed_s": 2.0, "eval_loss": 3.0, "eval_runtime": 0.5},
+                             {"step": 4, "event": "end", "reason": "completed"}])
+    (run_dir / "final").mkdir()
+    (run_dir / "final" / "config.json").write_text("{}")
+    monkeypatch.setattr(conv.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    flags = conv.train_flags("mamba-tiny", "muon", 2e-2, 0, cfg, run_dir, 4e-3)
+    conv.log_path(run_dir).write_text(conv.shlex.join(["mamba-train", *flags]) + "\n# load average: 0\n")
+    assert conv.train_run("mamba-tiny", "muon", 2e-2, 0, cfg, 4e-3)["final"] == 3.0  # same command: reused
+    other = conv.parse(["--steps", "40", "--variant", "v", "--extra", "--ns_steps 7", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"made by another command \(3 vs 7\).*another --variant"):
+        conv.train_run("mamba-tiny", "muon", 2e-2, 0, other, 4e-3)
+
+
 def test_variant_names_muon_runs_only_and_extra_flags_reach_muon(conv, tmp_path):
     assert conv.run_name("adamw", 2e-3, 1, "perblock") == "adamw_lr0.002_seed1"
     assert conv.run_name("muon", 2e-2, 1, "perblock") == "muon_perblock_lr0.02_seed1"
