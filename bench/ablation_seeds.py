@@ -20,6 +20,11 @@ import statistics
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from mamba_trainer.ablate.readers import finite  # noqa: E402
+from mamba_trainer.ablate.report import OK  # noqa: E402  the statuses the sweep's own report ranks
+
 
 def load(sweep_dir: Path) -> dict:
     path = Path(sweep_dir) / "results.json"
@@ -29,10 +34,6 @@ def load(sweep_dir: Path) -> dict:
         raise SystemExit(f"error: {path}: {exc.__class__.__name__}; pass a folder made by muon-ablate "
                          f"(or rebuild its report: muon-ablate --report {sweep_dir})")
     return data
-
-
-def finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def paired(sweeps: list[dict]) -> list[dict]:
@@ -56,7 +57,7 @@ def paired(sweeps: list[dict]) -> list[dict]:
         per = []
         for seed, runs, base in zip(seeds, by_seed, bases):
             r = runs.get(v["slug"])
-            if r is None or r.get("status") not in ("completed", "time_budget") or not finite(r.get("val_loss")):
+            if r is None or r.get("status") not in OK or not finite(r.get("val_loss")):
                 continue
             ok_base = base is not None and finite(base.get("val_loss"))
             per.append({"seed": seed, "val_loss": r["val_loss"], "steps": r.get("steps"),

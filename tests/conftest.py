@@ -4,7 +4,9 @@ The hub libraries read these variables once, at import: setting them here, befor
 transformers or datasets, makes every hub lookup fail at once instead of retrying for tens of seconds.
 """
 
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +42,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """``bench_script("convergence")``: a ``bench/<name>.py`` script imported as a module (bench/ is no package)."""
+    root = Path(__file__).resolve().parents[1]
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", root / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

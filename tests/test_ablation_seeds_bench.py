@@ -1,21 +1,15 @@
 """bench/ablation_seeds.py: pairing a sweep's variants with their repeats at other seeds. No training."""
 
 import doctest
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def seeds():
-    spec = importlib.util.spec_from_file_location("ablation_seeds", ROOT / "bench" / "ablation_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def seeds(bench_script):
+    return bench_script("ablation_seeds")
 
 
 def test_doctests(seeds):

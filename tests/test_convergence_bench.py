@@ -1,7 +1,6 @@
 """bench/convergence.py's pure parts: crossing interpolation, ratios, grid extension, resume skipping. No training."""
 
 import doctest
-import importlib.util
 import json
 import math
 import statistics
@@ -10,15 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def conv():
-    spec = importlib.util.spec_from_file_location("convergence_bench", ROOT / "bench" / "convergence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def conv(bench_script):
+    return bench_script("convergence")
 
 
 def test_doctests(conv):

@@ -1,19 +1,11 @@
 """bench/weights_step_cost.py: the side-by-side step timing of saved models (structure and bad input; no timings)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("weights_step_cost", ROOT / "bench" / "weights_step_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(bench_script):
+    return bench_script("weights_step_cost")
 
 
 def test_two_saved_models_one_row_each_first_is_the_reference(bench, tmp_path, capsys):
