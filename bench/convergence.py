@@ -51,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from configs.model_configs import get_training_config  # noqa: E402
+from configs.model_configs import get_model_config, get_training_config  # noqa: E402
 from mamba_trainer.jsonio import read_metrics  # noqa: E402
 from machine import describe_machine, machine_key  # noqa: E402  (bench/machine.py)
 
@@ -226,24 +226,78 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def check_same_command(run_dir: Path, flags: list[str]) -> None:
-    """A finished folder is reused only for the mamba-train command that made it (its log's first line): the same
-    --variant name with other --extra flags, or another --steps, must not pick up runs made for something else."""
-    recorded = log_path(run_dir).read_text().split("\n", 1)[0]
-    now = shlex.join(["mamba-train", *flags])
-    if recorded != now:
-        old, new = shlex.split(recorded)[1:], flags
-        diff = next((f"{a} vs {b}" for a, b in zip(old, new) if a != b), "a different number of flags")
-        raise SystemExit(f"error: {run_dir} was made by another command ({diff}); pass another --variant name or "
-                         "--out, or delete that folder to rerun it")
+#: TrainingArguments fields that say where a run is, not what it computes: a folder renamed (a variant relabelled
+#: after a default changed) still holds the same run
+PLACE = {"output_dir", "logging_dir", "run_name"}
+
+
+def _differences(recorded: dict, now: dict, where: str):
+    """(key, recorded, now) of every setting both know that differs; a setting the run's code did not have yet is
+    skipped (a new field keeps the old behaviour by default)."""
+    for key in sorted(set(recorded) & set(now)):
+        if key not in PLACE and recorded[key] != now[key]:
+            yield f"{where}{key}", recorded[key], now[key]
+
+
+def run_settings(size: str, flags: list[str], run_dir: Path) -> dict:
+    """What a mamba-train run with ``flags`` would compute with: its parsed and finalized arguments, the fused mode
+    that "auto" resolves to for ``size``'s model family."""
+    import dataclasses
+
+    from mamba_trainer.args import parse_args
+    from mamba_trainer.models import CONFIG_CLASSES
+    from mamba_trainer.train import finalize_training_args
+    from optimizers.factory import auto_fused_mode
+
+    parsed = parse_args(flags)
+    finalize_training_args(parsed, Path(run_dir))
+    muon = dataclasses.asdict(parsed.muon)
+    if muon["fused_blocks"] == "auto":
+        muon["fused_blocks"] = auto_fused_mode(CONFIG_CLASSES[get_model_config(size)["architecture"]].model_type)
+    return {"run": {"model_size": size, "optimizer_type": parsed.run.optimizer, "training_preset":
+                    parsed.run.training_preset}, "muon": muon, "data": dataclasses.asdict(parsed.data),
+            "training": parsed.training.to_dict()}
+
+
+def recorded_settings(run_dir: Path) -> dict | None:
+    """The same, as the run recorded it (run_config.json; optimizer.json for the fused mode "auto" gave); None for a
+    folder without run_config.json."""
+    from optimizers.muon import fused_mode_of
+
+    path = Path(run_dir) / "run_config.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    muon = dict(config["muon"])
+    if muon.get("fused_blocks") == "auto":
+        described = json.loads((Path(run_dir) / "optimizer.json").read_text())
+        muon["fused_blocks"] = described.get("fused_blocks") or fused_mode_of(described["groups"])
+    return {"run": {"model_size": config["model"]["model_size"], "optimizer_type": config["optimizer_type"],
+                    "training_preset": config["training_preset"]}, "muon": muon, "data": config["data"],
+            "training": config["training_arguments"]}
+
+
+def check_same_settings(size: str, run_dir: Path, flags: list[str]) -> None:
+    """A finished folder is reused only for a run that would compute the same thing: the same parsed settings
+    (training arguments, Muon and data flags, and the fused mode a default "auto" resolves to), whatever the command
+    looked like. So the same --variant name with other --extra flags, another --steps, or a changed preset or
+    default never picks up runs made for something else."""
+    recorded = recorded_settings(run_dir)
+    if recorded is None:  # a folder copied without its run files: nothing to compare with
+        return
+    now = run_settings(size, flags, run_dir)
+    parts = [part for part in now if part != "muon" or now["run"]["optimizer_type"] == "muon"]  # AdamW ignores them
+    diff = next((d for part in parts for d in _differences(recorded[part], now[part], f"{part}.")), None)
+    if diff:
+        raise SystemExit(f"error: {run_dir} was made with other settings ({diff[0]}: {diff[1]!r} there, {diff[2]!r} "
+                         "now); pass another --variant name or --out, or delete that folder to rerun it")
 
 
 def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float | None = None) -> dict:
     """One mamba-train process (skipped when its folder already holds a finished run); returns its summary."""
     run_dir = Path(cfg.out) / size / run_name(kind, lr, seed, cfg.variant)
     if is_complete(run_dir):
-        if log_path(run_dir).is_file():  # no log (a folder copied without it): nothing to compare with
-            check_same_command(run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
+        check_same_settings(size, run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
         log(f"{run_dir.name}: done before, reusing it")
     else:
         if run_dir.exists():  # a run cut short: its timing is unusable, so it starts again from scratch
@@ -264,8 +318,10 @@ def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float |
             {"machine": machine_key(), "load_average_start": load, "load_average_end": os.getloadavg()}) + "\n")
         if not cfg.keep_weights:
             prune(run_dir)
+    recorded = recorded_settings(run_dir) if kind == "muon" else None
     r = {"size": size, "kind": kind, "lr": lr, "seed": seed, "adamw_lr": adamw_lr, "run_dir": str(run_dir),
-         "machine": read_machine(run_dir), **summarize_run(read_metrics(run_dir))}
+         "machine": read_machine(run_dir), "fused_blocks": recorded["muon"].get("fused_blocks") if recorded else None,
+         **summarize_run(read_metrics(run_dir))}
     log(f"{size} {kind} lr {lr:g} seed {seed}: final eval loss {r['final']:.4f} ({r['status']}, "
         f"{r['train_seconds']:.0f}s training)")
     return r
@@ -303,7 +359,8 @@ def plot(summary: list[dict], runs: list[dict], path: Path) -> None:
         for kind in ("adamw", "muon"):
             mine = [r for r in runs if r["size"] == s["size"] and r["kind"] == kind and r["lr"] == s[f"{kind}_lr"]]
             mine = sorted({r["seed"]: r for r in mine}.values(), key=lambda r: r["seed"])
-            label = f"{'AdamW' if kind == 'adamw' else 'Muon'} (lr {s[f'{kind}_lr']:g}, {len(mine)} seeds)"
+            fused = f"{s['fused_blocks']}, " if kind == "muon" and s.get("fused_blocks") else ""
+            label = f"{'AdamW' if kind == 'adamw' else 'Muon'} ({fused}lr {s[f'{kind}_lr']:g}, {len(mine)} seeds)"
             for col in (0, 1):
                 for i, r in enumerate(mine):
                     points = r["curve"][1:]  # step 0 (~ln vocab) would squash the rest
@@ -340,7 +397,9 @@ def table(summary: list[dict]) -> str:
         per = ", ".join(f"{r:.2f}" if math.isfinite(r) else "> 1" for r in s["steps_ratios"])
         times = ("n/a (runs from two machines)" if all(math.isnan(t) for t in s["time_ratios"])
                  else ms(s["time_ratio"]))
-        lines.append(f"| {s['size']} | {s['variant'] or 'default'} | {s['adamw_lr']:g} | {s['muon_lr']:g} | "
+        variant = s["variant"] or "default"
+        variant += f" ({s['fused_blocks']})" if s.get("fused_blocks") not in (None, variant) else ""
+        lines.append(f"| {s['size']} | {variant} | {s['adamw_lr']:g} | {s['muon_lr']:g} | "
                      f"{ms(s['adamw_final'], 3)} | {ms(s['muon_final'], 3)} | {ms(s['final_gap'], 3)} | "
                      f"{ms(s['steps_ratio'])} | {times} | {per} |")
     return "\n".join(lines)
@@ -428,7 +487,7 @@ def main(argv=None) -> int:
                 pick[kind].append(train_run(size, kind, lr, seed, cfg, adamw_lr if kind == "muon" else None))
                 runs.append(pick[kind][-1])
         s = {"command": info["command"], "size": size, "variant": cfg.variant, "adamw_lr": adamw_lr,
-             "muon_lr": muon_lr,
+             "muon_lr": muon_lr, "fused_blocks": pick["muon"][0].get("fused_blocks"),  # the mode "auto" gave, too
              **compare(pick["adamw"], pick["muon"])}
         summary.append(s)
         log(f"{size}: steps ratios {s['steps_ratios']}, time ratios {s['time_ratios']}")

@@ -203,7 +203,9 @@ TRAINING_KEYS = {
     "fused_blocks": _Choice(FUSED_MODES, help="How Muon updates fused projections (Mamba2 in_proj, Zamba2 "
                                               "gate_up_proj): whole = one matrix; per_block = each row block (z, x, "
                                               "B, C, dt / gate, up) as its own matrix; per_block_dt_adamw = the same "
-                                              "with in_proj's dt rows on AdamW at --adamw_lr."),
+                                              "with in_proj's dt rows on AdamW at --adamw_lr; auto = "
+                                              "per_block_dt_adamw for Mamba2, whole for the rest (measured: "
+                                              "docs/benchmarks.md)."),
 }
 
 

@@ -405,7 +405,10 @@ def write_run_files(trainer, parsed, resolved: Resolved, model, tokenizer_name: 
     else:
         config = new_run_config(parsed, resolved, model, tokenizer_name, data_info)
     rundir.write_json(output_dir / rundir.RUN_CONFIG, config)
-    rundir.write_json(output_dir / rundir.OPTIMIZER_FILE, describe_optimizer(trainer.optimizer, model))
+    # A continued run keeps the optimizer.json it started with: the checkpoint's parameter groups (lrs, fused
+    # mode, ...) replace the ones built from today's flags and presets when the Trainer loads optimizer.pt.
+    if not (resolved.continuing and (output_dir / rundir.OPTIMIZER_FILE).exists()):
+        rundir.write_json(output_dir / rundir.OPTIMIZER_FILE, describe_optimizer(trainer.optimizer, model))
     rundir.write_json(output_dir / rundir.ENVIRONMENT_FILE, rundir.environment_info(kernels, trainer.args.world_size))
 
 

@@ -17,8 +17,43 @@ from optimizers.param_split import split_parameters
 #: What ``mamba-train --optimizer`` builds: Muon here (`create_muon_optimizer`), or AdamW on every parameter
 #: (torch's, or bitsandbytes' 8-bit one) with the same no-decay split.
 OPTIMIZER_TYPES = ("muon", "adamw", "adamw_8bit")
-FUSED_MODES = ("whole", "per_block", "per_block_dt_adamw")
+FUSED_MODES = ("auto", "whole", "per_block", "per_block_dt_adamw")
 ADAMW_BLOCKS = {"per_block_dt_adamw": ("dt",)}  # fused mode -> row blocks updated by AdamW instead of Muon
+#: What ``fused="auto"`` picks, by ``model.config.model_type``; every other model gets "whole" (reference Muon).
+#: Measured with bench/convergence.py (docs/benchmarks.md, "Per-block orthogonalization"): on pure Mamba2,
+#: per_block_dt_adamw beat whole on every seed by more than the seed spread; on the Zamba2 hybrid it lost on every
+#: seed, so zamba2 keeps "whole". Families not measured (Bamba, FalconH1) keep the reference behaviour.
+FUSED_AUTO = {"mamba2": "per_block_dt_adamw"}
+
+
+def auto_fused_mode(model_type: str | None) -> str:
+    """The fused mode ``"auto"`` resolves to for a model family (``config.model_type``)."""
+    return FUSED_AUTO.get(model_type, "whole")
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") and not hasattr(model, "config"):  # DDP / DataParallel wrappers
+        model = model.module
+    return model
+
+
+def resolve_fused(model: nn.Module, fused: str) -> tuple[str, str]:
+    """(mode, why) for ``fused`` on ``model``: "auto" becomes a concrete mode by model family; per-block modes are
+    refused on FSDP2-sharded parameters (a shard holds a slice of rows, not whole blocks), where "auto" gives
+    "whole"."""
+    if fused not in FUSED_MODES:
+        raise MuonConfigError(f"unknown fused={fused!r}; valid: {', '.join(FUSED_MODES)}")
+    sharded = any(hasattr(p, "device_mesh") and hasattr(p, "placements") for p in model.parameters())
+    if fused != "auto":
+        if sharded and fused != "whole":
+            raise MuonConfigError(f"fused={fused!r} (per-block orthogonalization) does not run on FSDP2-sharded "
+                                  "parameters; use fused='whole' (--fused_blocks whole) under FSDP2")
+        return fused, "as given"
+    model_type = getattr(getattr(_unwrapped(model), "config", None), "model_type", None)
+    mode = auto_fused_mode(model_type)
+    if sharded and mode != "whole":
+        return "whole", f"auto: {model_type} would get {mode}, but FSDP2 shards rows across ranks"
+    return mode, f"auto: {model_type or type(model).__name__}"
 
 
 def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 0.95, weight_decay: float = 0.01,
@@ -27,7 +62,7 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
                           adamw_betas=(0.9, 0.95), adamw_eps: float = 1e-8, adamw_weight_decay: float | None = None,
                           beta2: float | None = None, adamw_8bit: bool = False, nonfinite: str = "raise",
                           include=(), exclude=(), verbose: bool = True, distributed: str = "auto",
-                          compute_dtype=None, ns_method: str = "auto", fused: str = "whole") -> Muon:
+                          compute_dtype=None, ns_method: str = "auto", fused: str = "auto") -> Muon:
     """One `Muon` with groups in this order: "muon", ["muon_no_decay"], "adamw_decay", "adamw_no_decay".
 
     ``adamw_lr`` defaults to ``lr / 10``; ``adamw_weight_decay`` to ``weight_decay``. Groups named
@@ -39,10 +74,11 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
     "per_block" orthogonalizes and scales each row block (z, x, B, C, dt / gate, up) as if it were its own
     parameter (blocks read from the model's config by `optimizers.fused_blocks`); "per_block_dt_adamw" does the
     same but gives in_proj's dt rows (a few per head, feeding a softplus) an AdamW update at ``adamw_lr``, as
-    the SSM's other per-head parameters (dt_bias, A_log) get.
+    the SSM's other per-head parameters (dt_bias, A_log) get. "auto" (the default) picks by model family
+    (`FUSED_AUTO`: per_block_dt_adamw for Mamba2, whole otherwise); the optimizer's ``fused_blocks`` attribute
+    (and ``describe()``) holds the mode used.
     """
-    if fused not in FUSED_MODES:
-        raise MuonConfigError(f"unknown fused={fused!r}; valid: {', '.join(FUSED_MODES)}")
+    fused, why = resolve_fused(model, fused)
     split = split_parameters(model, include=include, exclude=exclude)
     if not any(g.use_muon for g in split.groups):
         raise MuonConfigError(f"{type(model).__name__}: the split gives Muon no weight matrix (no nn.Linear/Conv1D "
@@ -73,6 +109,7 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
                          eps=adamw_eps)
         groups.append(group)
     optimizer = Muon(groups, lr=lr, adamw_8bit=adamw_8bit, nonfinite=nonfinite, distributed=distributed)
+    optimizer.fused_blocks, optimizer.fused_blocks_reason = fused, why
     if verbose:
         print(split.summary())
         print(optimizer.compute_summary())

@@ -150,6 +150,10 @@ class Muon(torch.optim.Optimizer):
         self.distributed = distributed
         self._dist = None  # the multi-process context, decided at the first step (the model may be sharded later)
         self._dist_checked = False
+        # the fused-projection mode `create_muon_optimizer` resolved ("whole", "per_block", ...) and why; None when
+        # the groups were written by hand (their row_blocks / adamw_blocks say it)
+        self.fused_blocks: str | None = None
+        self.fused_blocks_reason: str | None = None
         self.skipped_steps = 0  # steps skipped for non-finite gradients (saved in state_dict)
         self.step_count = 0  # step() calls, skipped ones included (saved in state_dict)
         self._qmaps: tuple[Tensor, Tensor] | None = None
@@ -230,9 +234,10 @@ class Muon(torch.optim.Optimizer):
         decay = 1 - lr * wd if wd and group["decoupled_wd"] else None  # with the unscaled lr, as torch.optim.Muon
         blocked = self._blocked(group, params)
         if blocked:
-            if self._dist:
-                raise MuonConfigError("row_blocks (per-block orthogonalization) does not run under DDP/FSDP2 yet; "
-                                      "use whole-matrix orthogonalization there")
+            if self._dist and self._dist.kind != "DDP":  # DDP: replicated weights and grads, so every rank
+                raise MuonConfigError(                # computes the same per-block update by itself
+                    f"row_blocks (per-block orthogonalization) does not run under {self._dist.kind}: a shard holds "
+                    "a slice of rows, not whole blocks; use whole-matrix orthogonalization (--fused_blocks whole)")
             self._per_block_step(group, [(params[i], grads[i], sizes) for i, sizes in blocked.items()], decay)
             keep = [i for i in range(len(params)) if i not in blocked]
             params, grads = [params[i] for i in keep], [grads[i] for i in keep]
@@ -389,6 +394,11 @@ class Muon(torch.optim.Optimizer):
                 self.state[p]["step"] = step.to(device=p.device, dtype=torch.float32)
         self.skipped_steps = int(extra.get("skipped_steps", 0))
         self.step_count = int(extra.get("step_count", 0))
+        # torch restores each group's saved settings, row blocks included: a run started under another fused mode
+        # (e.g. "whole" before "auto" picked per-block for Mamba2) continues in that mode, and says so
+        if self.fused_blocks is not None and fused_mode_of(self.param_groups) != self.fused_blocks:
+            self.fused_blocks = fused_mode_of(self.param_groups)
+            self.fused_blocks_reason = "restored with the checkpoint's parameter groups"
 
     # -------------------------------------------------------------- describe
 
@@ -412,6 +422,8 @@ class Muon(torch.optim.Optimizer):
                 form = f"Gram-space NS for {', '.join(gram)}; plain for the rest" if gram else "plain NS"
                 lines.append(f"  {g['name']}: orthogonalization in {g['compute_dtype']}; {form} "
                              f"(ns_method={g['ns_method']})")
+        if self.fused_blocks is not None:
+            lines.append(f"  fused projections: {self.fused_blocks} ({self.fused_blocks_reason})")
         return "\n".join(lines)
 
     def describe(self) -> dict[str, Any]:
@@ -441,8 +453,19 @@ class Muon(torch.optim.Optimizer):
             d.update(num_tensors=len(g["params"]), num_parameters=sum(p.numel() for p in g["params"]),
                      param_names=self._names(g, gi))
             groups.append(d)
-        return {"optimizer": "Muon", "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps,
-                "groups": groups}
+        out = {"optimizer": "Muon", "nonfinite": self.nonfinite, "skipped_steps": self.skipped_steps}
+        if self.fused_blocks is not None:
+            out.update(fused_blocks=self.fused_blocks, fused_blocks_reason=self.fused_blocks_reason)
+        return {**out, "groups": groups}
+
+
+def fused_mode_of(groups) -> str:
+    """The fused mode ("whole", "per_block", "per_block_dt_adamw") that Muon groups imply, from ``param_groups`` or
+    ``describe()["groups"]``: row blocks make it per-block, blocks on AdamW make it per_block_dt_adamw."""
+    muon = [g for g in groups if g.get("use_muon")]
+    if any(g.get("adamw_blocks") for g in muon):
+        return "per_block_dt_adamw"
+    return "per_block" if any(g.get("row_blocks") for g in muon) else "whole"
 
 
 def __getattr__(name: str):

@@ -132,7 +132,7 @@ def test_resume_skips_finished_runs_and_redoes_cut_short_ones(conv, tmp_path):
 
 
 def test_train_run_reuses_a_finished_folder_without_training(conv, tmp_path, monkeypatch):
-    cfg = SimpleNamespace(out=str(tmp_path), variant="")
+    cfg = conv.parse(["--out", str(tmp_path)])
     run_dir = tmp_path / "mamba-tiny" / conv.run_name("adamw", 2e-3, 0)
     _write_metrics(run_dir, [{"step": 4, "elapsed_s": 2.0, "eval_loss": 3.0, "eval_runtime": 0.5},
                              {"step": 4, "event": "end", "reason": "completed"}])
@@ -147,20 +147,41 @@ def test_train_run_reuses_a_finished_folder_without_training(conv, tmp_path, mon
     assert r["final"] == 3.0 and r["train_seconds"] == 1.5
 
 
-def test_a_finished_folder_made_by_other_flags_is_refused(conv, tmp_path, monkeypatch):
-    cfg = conv.parse(["--steps", "40", "--variant", "v", "--extra", "--ns_steps 3", "--out", str(tmp_path)])
-    run_dir = tmp_path / "mamba-tiny" / conv.run_name("muon", 2e-2, 0, "v")
-    _write_metrics(run_dir, [{"step": 4, "elapsed_s": 2.0, "eval_loss": 3.0, "eval_runtime": 0.5},
-                             {"step": 4, "event": "end", "reason": "completed"}])
-    (run_dir / "final").mkdir()
-    (run_dir / "final" / "config.json").write_text("{}")
+@pytest.mark.timeout(300)
+def test_a_finished_folder_is_reused_only_for_the_same_settings(conv, tmp_path, monkeypatch):
+    """One real (2-step) mamba-train run made by the bench, then reuse decided by settings, not command text: the
+    same command reuses it; the folder relabelled to a variant whose flags name what "auto" resolved to reuses it
+    too; other --extra flags, another --steps, or the fused mode a default change would give are refused."""
+    tiny = ["--steps", "2", "--batch", "2", "--seq_len", "32", "--eval_every", "1", "--eval_examples", "8",
+            "--out", str(tmp_path)]
+    cfg = conv.parse(tiny)
+    r = conv.train_run("mamba-tiny", "muon", 2e-2, 0, cfg, 4e-3)
+    run_dir = Path(r["run_dir"])
+    assert r["status"] == "completed" and conv.is_complete(run_dir)
+    assert json.loads((run_dir / "optimizer.json").read_text())["fused_blocks"] == "per_block_dt_adamw"  # auto
     monkeypatch.setattr(conv.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was trained again"))
-    flags = conv.train_flags("mamba-tiny", "muon", 2e-2, 0, cfg, run_dir, 4e-3)
-    conv.log_path(run_dir).write_text(conv.shlex.join(["mamba-train", *flags]) + "\n# load average: 0\n")
-    assert conv.train_run("mamba-tiny", "muon", 2e-2, 0, cfg, 4e-3)["final"] == 3.0  # same command: reused
-    other = conv.parse(["--steps", "40", "--variant", "v", "--extra", "--ns_steps 7", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match=r"made by another command \(3 vs 7\).*another --variant"):
-        conv.train_run("mamba-tiny", "muon", 2e-2, 0, other, 4e-3)
+    assert conv.train_run("mamba-tiny", "muon", 2e-2, 0, cfg, 4e-3)["final"] == r["final"]
+
+    relabelled = run_dir.with_name(conv.run_name("muon", 2e-2, 0, "dta"))
+    run_dir.rename(relabelled)
+    same = conv.parse([*tiny, "--variant", "dta", "--extra", "--fused_blocks per_block_dt_adamw"])
+    assert conv.train_run("mamba-tiny", "muon", 2e-2, 0, same, 4e-3)["final"] == r["final"]
+    for argv, diff in [(["--variant", "dta", "--extra", "--fused_blocks whole"],
+                        "muon.fused_blocks: 'per_block_dt_adamw' there, 'whole' now"),
+                       (["--variant", "dta", "--extra", "--fused_blocks per_block_dt_adamw --ns_steps 3"],
+                        "muon.ns_steps: None there, 3 now"),
+                       (["--steps", "3", "--variant", "dta", "--extra", "--fused_blocks per_block_dt_adamw"],
+                        "training.max_steps: 2 there, 3 now")]:
+        with pytest.raises(SystemExit, match="was made with other settings") as err:
+            conv.train_run("mamba-tiny", "muon", 2e-2, 0, conv.parse([*tiny, *argv]), 4e-3)
+        assert f"({diff})" in str(err.value) and "another --variant name" in str(err.value)
+    # a run recorded before "auto" existed (fused_blocks whole) is not the default's any more on Mamba2
+    config = json.loads((relabelled / "run_config.json").read_text())
+    config["muon"]["fused_blocks"] = "whole"
+    (relabelled / "run_config.json").write_text(json.dumps(config))
+    relabelled.rename(run_dir)
+    with pytest.raises(SystemExit, match="muon.fused_blocks: 'whole' there, 'per_block_dt_adamw' now"):
+        conv.train_run("mamba-tiny", "muon", 2e-2, 0, cfg, 4e-3)
 
 
 def test_variant_names_muon_runs_only_and_extra_flags_reach_muon(conv, tmp_path):

@@ -100,7 +100,8 @@ def one_process():
     torch.set_num_threads(1)
     try:
         params, state = worker.reference(with_state=True)
-        yield {"ddp": params, "ddp_state": state, "fsdp2": worker.reference(normuon=False)}
+        yield {"ddp": params, "ddp_state": state, "fsdp2": worker.reference(normuon=False),
+               "ddp_per_block": worker.reference(per_block=True, with_state=True)}
     finally:
         torch.set_num_threads(threads)
 
@@ -159,6 +160,30 @@ def test_resume_two_process_checkpoint_on_two_and_on_one_process(ddp_results):
     for result in ranks:  # both ranks loaded rank 0's checkpoint and continued under 2 processes
         assert_close(result["resumed_params"], final, atol=0.0)
     assert_close(worker.reference(resume=ranks[0]["checkpoint"]), final)  # and one process
+
+
+def test_ddp_per_block_with_adamw_rows_matches_one_process(ddp_results, one_process):
+    """Per-block orthogonalization (fused_blocks per_block / per_block_dt_adamw, the Mamba2 default) under DDP:
+    each rank updates the fused matrix's blocks itself from the all-reduced gradient, the rest is split across
+    ranks; weights and the blocks' AdamW moments agree with one process and between ranks."""
+    params, state = one_process["ddp_per_block"]
+    ranks = [r["ddp_per_block"] for r in ddp_results]
+    for result in ranks:
+        assert_close(result["params"], params)
+    for name, p in ranks[0]["params"].items():
+        assert torch.equal(p, ranks[1]["params"][name]), f"{name} differs between ranks"
+    inp = 0  # inp.weight: the first parameter of the first group
+    assert {"exp_avg_rows2", "exp_avg_sq_rows2"} <= ranks[0]["optimizer"]["state"][inp].keys()
+    for key in ("momentum_buffer", "exp_avg_rows2", "exp_avg_sq_rows2"):
+        assert (ranks[0]["optimizer"]["state"][inp][key] - state["state"][inp][key]).abs().max() <= ATOL, key
+    # and it did act per block: the same run with inp.weight whole ends elsewhere
+    assert (params["inp.weight"] - one_process["fsdp2"]["inp.weight"]).abs().max() > 1e-3
+
+
+def test_per_block_on_fsdp2_shards_is_refused_on_every_rank(ddp_results):
+    for result in ddp_results:
+        assert "does not run under FSDP2" in result["fsdp2_per_block"]
+        assert "--fused_blocks whole" in result["fsdp2_per_block"]
 
 
 def test_fsdp2_two_processes_match_one_process(ddp_results, one_process):

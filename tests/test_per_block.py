@@ -101,8 +101,69 @@ def test_factory_per_block_reads_blocks_from_the_config():
     assert recorded == expected and any("in_proj" in n for n in recorded)
     whole = create_muon_optimizer(model, verbose=False)
     assert not any(g.get("row_blocks") for g in whole.describe()["groups"])
-    with pytest.raises(MuonConfigError, match="valid: whole, per_block"):
+    with pytest.raises(MuonConfigError, match="valid: auto, whole, per_block, per_block_dt_adamw"):
         create_muon_optimizer(model, fused="blocks", verbose=False)
+
+
+def _trained(model, fused: str, steps: int = 2) -> tuple[dict, object]:
+    """``model``'s parameters after ``steps`` Muon steps on fixed random gradients, and the optimizer."""
+    from optimizers import create_muon_optimizer
+
+    opt = create_muon_optimizer(model, lr=0.02, fused=fused, compute_dtype="float32", verbose=False)
+    for step in range(steps):
+        gen = torch.Generator().manual_seed(step)
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, opt
+
+
+@pytest.mark.parametrize("size, expected", [("mamba-tiny", "per_block_dt_adamw"), ("hybrid-tiny", "whole")])
+def test_auto_trains_exactly_as_the_mode_measured_best_for_the_family(size, expected):
+    """The default ("auto") is per_block_dt_adamw on pure Mamba2 and whole on the Zamba2 hybrid: the same updates
+    as passing that mode, and different ones from the other (so the choice is really made)."""
+    from mamba_trainer.models import build_model
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model(size, vocab_size=256)
+
+    auto, opt = _trained(fresh(), "auto")
+    assert opt.fused_blocks == expected and opt.describe()["fused_blocks"] == expected
+    assert opt.fused_blocks_reason == f"auto: {fresh().config.model_type}"
+    assert f"fused projections: {expected} (auto: " in opt.compute_summary()
+    same, _ = _trained(fresh(), expected)
+    other, _ = _trained(fresh(), "whole" if expected != "whole" else "per_block_dt_adamw")
+    assert all(torch.equal(auto[n], same[n]) for n in auto)
+    assert max((auto[n] - other[n]).abs().max().item() for n in auto if "in_proj" in n) > 1e-4
+
+
+def test_auto_is_whole_for_models_without_a_known_family_and_on_fsdp2_shards():
+    from optimizers import create_muon_optimizer
+    from optimizers.factory import resolve_fused
+
+    plain = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
+    opt = create_muon_optimizer(plain, verbose=False)
+    assert opt.fused_blocks == "whole" and opt.fused_blocks_reason == "auto: Sequential"
+
+    class Mamba2Like(nn.Module):  # a Mamba2 config whose weights are FSDP2 shards (DTensor-like parameters)
+        config = type("Config", (), {"model_type": "mamba2"})()
+
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(8, 8)
+            self.proj.weight.device_mesh, self.proj.weight.placements = object(), ()
+
+    sharded = Mamba2Like()
+    mode, why = resolve_fused(sharded, "auto")
+    assert mode == "whole" and "FSDP2" in why and "per_block_dt_adamw" in why
+    assert resolve_fused(sharded, "whole") == ("whole", "as given")
+    with pytest.raises(MuonConfigError, match="does not run on FSDP2-sharded parameters; use fused='whole'") as err:
+        resolve_fused(sharded, "per_block")
+    assert "\n" not in str(err.value)
+    unmeasured = nn.Linear(8, 8)
+    unmeasured.config = type("Config", (), {"model_type": "falcon_h1"})()
+    assert resolve_fused(unmeasured, "auto") == ("whole", "auto: falcon_h1")
 
 
 @pytest.mark.parametrize("decoupled_wd", [True, False])
@@ -175,3 +236,30 @@ def test_factory_dt_adamw_puts_only_in_proj_dt_rows_on_adamw():
     moved = (p.detach() - before)[dt_rows]
     decay = before[dt_rows] * 0.004 * 0.01
     torch.testing.assert_close((moved + decay).abs(), torch.full_like(moved, 0.004), atol=1e-6, rtol=1e-3)
+
+
+def test_a_checkpoint_of_another_fused_mode_continues_in_that_mode():
+    """A Mamba2 run saved under "whole" (the default before "auto") and resumed under "auto": torch restores the
+    saved groups, so it continues whole-matrix, exactly as the uninterrupted run, and says so."""
+    from mamba_trainer.models import build_model
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model("mamba-tiny", vocab_size=256)
+
+    straight, _ = _trained(fresh(), "whole", steps=3)
+    model = fresh()
+    _, first = _trained(model, "whole", steps=2)
+    saved = copy.deepcopy(first.state_dict())
+    from optimizers import create_muon_optimizer
+
+    resumed = create_muon_optimizer(model, lr=0.02, compute_dtype="float32", verbose=False)
+    assert resumed.fused_blocks == "per_block_dt_adamw"
+    resumed.load_state_dict(saved)
+    assert resumed.fused_blocks == "whole" and "checkpoint" in resumed.fused_blocks_reason
+    assert resumed.describe()["fused_blocks"] == "whole"
+    gen = torch.Generator().manual_seed(2)  # the third step's gradients, as _trained draws them
+    for p in model.parameters():
+        p.grad = torch.randn(p.shape, generator=gen)
+    resumed.step()
+    assert all(torch.equal(p.detach(), straight[n]) for n, p in model.named_parameters())

@@ -80,6 +80,7 @@ def test_muon_run_trains_and_leaves_a_complete_run_dir(muon_run):
     assert config["optimizer_type"] == "muon" and config["model"]["model_size"] == "hybrid-tiny"
     assert config["preset"]["learning_rate"] > 0 and "Question:" in config["prompt_template"]
     optimizer = json.loads((muon_run / "optimizer.json").read_text())
+    assert optimizer["fused_blocks"] == "whole" and optimizer["fused_blocks_reason"] == "auto: zamba2"
     muon_names = [n for g in optimizer["groups"] if g.get("use_muon") for n in g["param_names"]]
     assert any("in_proj" in n for n in muon_names) and not any("embed" in n for n in muon_names)
 
@@ -155,6 +156,25 @@ def test_resume_continues_bit_exactly(muon_run, workdir):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     config = json.loads((resumed / "run_config.json").read_text())
     assert config["resumes"][0]["checkpoint"].endswith("checkpoint-3")
+
+
+def test_mamba2_run_started_whole_resumes_whole_under_the_auto_default(workdir):
+    """A Mamba2 run made with --fused_blocks whole (the default before "auto") and resumed with the default flags
+    continues whole-matrix: losses and weights equal the uninterrupted run's, and optimizer.json still says whole."""
+    flags = ["--training_preset", "muon_smoke", *SMOKE, "--model_size", "mamba-tiny"]
+    assert main([*flags, "--fused_blocks", "whole", "--output_dir", "straight"]) == 0
+    shutil.copytree("straight", "resumed")
+    for name in ("checkpoint-6", "final"):
+        shutil.rmtree(Path("resumed") / name)
+    assert main([*flags, "--resume", "resumed/checkpoint-3"]) == 0
+    assert train_losses(Path("resumed")) == train_losses(Path("straight"))
+    a, b = weights(Path("straight") / "final"), weights(Path("resumed") / "final")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    optimizer = json.loads((Path("resumed") / "optimizer.json").read_text())
+    assert optimizer["fused_blocks"] == "whole" and not any(g.get("row_blocks") for g in optimizer["groups"])
+    fresh = Path("fresh")  # and a new Mamba2 run under the default is per-block, dt rows on AdamW
+    assert main([*flags, "--max_steps", "1", "--save_strategy", "no", "--output_dir", str(fresh)]) == 0
+    assert json.loads((fresh / "optimizer.json").read_text())["fused_blocks"] == "per_block_dt_adamw"
 
 
 def test_resume_latest_skips_a_checkpoint_cut_short(muon_run, workdir):

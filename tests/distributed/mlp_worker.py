@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from any folder
     sys.path.insert(0, str(ROOT))
 
-from optimizers import Muon  # noqa: E402
+from optimizers import Muon, MuonConfigError  # noqa: E402
 
 STEPS = 4  # optimizer steps per run; a checkpoint after SAVE_AT
 SAVE_AT = 2
@@ -56,9 +56,10 @@ def build_model(seed: int = 0) -> MLP:
 
 
 def build_optimizer(model: nn.Module, *, normuon: bool = True, distributed: str = "auto",
-                    nonfinite: str = "raise") -> Muon:
+                    nonfinite: str = "raise", per_block: bool = False) -> Muon:
     """Two Muon groups (fp32 NorMuon with decay; bf16 compute without decay, so its updates travel in bf16)
-    and an AdamW group for the biases."""
+    and an AdamW group for the biases. ``per_block``: NorMuon off, and ``inp.weight`` (32 rows) is a fused
+    projection of three row blocks, the last one (4 rows, like Mamba2's dt) on AdamW."""
     named = dict(model.named_parameters())
     first = [n for n in named if n.endswith("weight") and not n.startswith(("narrow", "out"))]
     second = ["narrow.weight", "out.weight"]
@@ -72,8 +73,13 @@ def build_optimizer(model: nn.Module, *, normuon: bool = True, distributed: str 
     # on G·Gᵀ, squaring the condition number) amplifies that: one bf16 rounding flip became 9e-4 (AVX-512 BF16
     # EPYC), and in fp32 the first layer ended 6.4e-5 apart (AMX Xeon), both > ATOL. That the Gram path gives
     # the same bits for any subset of a bucket, as the ranks orthogonalize, is tested in test_newton_schulz.py
+    fused = {}
+    if per_block:
+        normuon = False
+        fused = dict(row_blocks=[[16, 12, 4] if n == "inp.weight" else None for n in first],
+                     adamw_blocks=[[2] if n == "inp.weight" else None for n in first], adamw_lr_ratio=0.2)
     return Muon([group(first, name="muon", weight_decay=0.1, beta2=0.95 if normuon else None,
-                       compute_dtype="float32", ns_method="plain"),
+                       compute_dtype="float32", ns_method="plain", **fused),
                  group(second, name="muon_bf16", weight_decay=0.0, compute_dtype="bfloat16", ns_method="plain"),
                  group(biases, name="adamw", use_muon=False, lr=1e-2, weight_decay=0.01)],
                 lr=0.05, momentum=0.9, distributed=distributed, nonfinite=nonfinite)
@@ -101,11 +107,12 @@ def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
             for n, p in model.named_parameters()}
 
 
-def reference(stop: int = STEPS, resume: dict | None = None, normuon: bool = True, with_state: bool = False):
+def reference(stop: int = STEPS, resume: dict | None = None, normuon: bool = True, with_state: bool = False,
+              per_block: bool = False):
     """The one-process run (no process group), optionally resumed from a saved {model, optimizer} at SAVE_AT:
     its final parameters (and optimizer state_dict)."""
     model = build_model()
-    optimizer = build_optimizer(model, normuon=normuon)
+    optimizer = build_optimizer(model, normuon=normuon, per_block=per_block)
     start = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -145,6 +152,32 @@ def ddp_run(rank: int, world_size: int) -> dict:
     train(DDP(resumed, find_unused_parameters=True), resumed_opt, SAVE_AT, STEPS, rank, world_size)
     result["resumed_params"] = params_of(resumed)
     return result
+
+
+def ddp_per_block_run(rank: int, world_size: int) -> dict:
+    """DDP with a per-block fused projection (one block on AdamW): every rank updates the blocks by itself."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    model = build_model()
+    optimizer = build_optimizer(model, per_block=True)
+    train(DDP(model, find_unused_parameters=True), optimizer, 0, STEPS, rank, world_size)
+    return {"params": params_of(model), "optimizer": _clone_state(optimizer.state_dict())}
+
+
+def fsdp2_per_block_error(rank: int, world_size: int) -> str:
+    """Per-block on FSDP2 shards: refused at the first step, on every rank, with the fix."""
+    from torch.distributed.fsdp import fully_shard
+
+    model = build_model()
+    fully_shard(model)
+    optimizer = build_optimizer(model, per_block=True)
+    x, y = batch(0, rank, world_size)
+    (model(x) - y).square().mean().backward()
+    try:
+        optimizer.step()
+    except MuonConfigError as exc:
+        return str(exc)
+    return "no error"
 
 
 def fsdp2_run(rank: int, world_size: int) -> dict:
@@ -202,6 +235,8 @@ def main(out_dir: str) -> None:
     torch.distributed.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     try:
         result = {"ddp": ddp_run(rank, world_size), "fsdp2": fsdp2_run(rank, world_size),
+                  "ddp_per_block": ddp_per_block_run(rank, world_size),
+                  "fsdp2_per_block": fsdp2_per_block_error(rank, world_size),
                   "mismatch": mismatch_runs(rank, world_size)}
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
