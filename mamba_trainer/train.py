@@ -173,10 +173,17 @@ def apply_vram_auto(parsed, model, optimizer_type: str) -> str:
 
     batch = probe_batch(try_step, plan.per_device_batch, effective)
     model.to("cpu")
-    t.per_device_train_batch_size = batch
-    t.gradient_accumulation_steps = effective // batch
-    t.gradient_checkpointing = plan.gradient_checkpointing
-    return dataclasses.replace(plan, per_device_batch=batch, grad_accum=effective // batch).describe()
+    return apply_batch_plan(t, dataclasses.replace(plan, per_device_batch=batch, grad_accum=effective // batch))
+
+
+def apply_batch_plan(t, plan) -> str:
+    """Write a --vram_auto plan into the TrainingArguments the Trainer reads; returns the line to print."""
+    t.per_device_train_batch_size = plan.per_device_batch
+    t.gradient_accumulation_steps = plan.grad_accum
+    # transformers 5 reads activation_checkpointing; gradient_checkpointing is an alias resolved only at init,
+    # so setting it alone afterwards would leave checkpointing off
+    t.activation_checkpointing = t.gradient_checkpointing = plan.gradient_checkpointing
+    return plan.describe()
 
 
 def run(argv: list[str], resolve_only: bool = False) -> int:

@@ -109,5 +109,5 @@ def probe_batch(try_step, start_batch: int, effective_batch: int) -> int:
     except RuntimeError as exc:
         if "No executable batch size found" in str(exc):
             raise UserError("--vram_auto: even a batch of 1 runs out of GPU memory; use a smaller --model_size "
-                            "or --max_seq_length, or --gradient_checkpointing") from None
+                            "or --max_seq_length, or --activation_checkpointing true") from None
         raise

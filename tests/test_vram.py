@@ -81,3 +81,28 @@ def test_probe_reraises_other_errors():
 
     with pytest.raises(ValueError, match="shape mismatch"):
         probe_batch(broken, 4, 4)
+
+
+def test_a_plan_with_checkpointing_turns_it_on_in_the_trainer(tmp_path):
+    """apply_batch_plan writes the plan where transformers 5 reads it: the Trainer then trains with activation
+    checkpointing on (setting only the old gradient_checkpointing alias after init would leave it off)."""
+    import dataclasses
+
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from mamba_trainer.models import build_model
+    from mamba_trainer.train import apply_batch_plan
+
+    big = plan_batch(6 * GIB, effective_batch=8, **dict(MODEL, seq_len=4096))
+    plan = dataclasses.replace(big, per_device_batch=2, grad_accum=4)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=1, report_to=[], save_strategy="no",
+                             use_cpu=True, dataloader_pin_memory=False)
+    line = apply_batch_plan(args, plan)
+    assert "gradient checkpointing on" in line
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 4)
+    model = build_model("hybrid-tiny", vocab_size=64)
+    ids = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    Trainer(model=model, args=args, train_dataset=data).train()
+    assert model.is_activation_checkpointing
