@@ -51,7 +51,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from configs.model_configs import get_model_config, get_training_config  # noqa: E402
+from configs.model_configs import get_training_config  # noqa: E402
 from mamba_trainer.jsonio import read_metrics  # noqa: E402
 from machine import describe_machine, machine_key  # noqa: E402  (bench/machine.py)
 
@@ -226,68 +226,15 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-#: TrainingArguments fields that say where a run is, not what it computes: a folder renamed (a variant relabelled
-#: after a default changed) still holds the same run
-PLACE = {"output_dir", "logging_dir", "run_name"}
+def check_same_settings(run_dir: Path, flags: list[str]) -> None:
+    """A finished folder is reused only for a run that would compute the same thing
+    (`mamba_trainer.run_settings`: the parsed training arguments, Muon and data flags, with the fused mode a default
+    "auto" resolves to), whatever the command looked like. So the same --variant name with other --extra flags,
+    another --steps, or a changed preset or default never picks up runs made for something else, and a folder
+    renamed to the variant whose flags name what it ran is reused."""
+    from mamba_trainer.run_settings import first_difference, recorded_settings, settings_of
 
-
-def _differences(recorded: dict, now: dict, where: str):
-    """(key, recorded, now) of every setting both know that differs; a setting the run's code did not have yet is
-    skipped (a new field keeps the old behaviour by default)."""
-    for key in sorted(set(recorded) & set(now)):
-        if key not in PLACE and recorded[key] != now[key]:
-            yield f"{where}{key}", recorded[key], now[key]
-
-
-def run_settings(size: str, flags: list[str], run_dir: Path) -> dict:
-    """What a mamba-train run with ``flags`` would compute with: its parsed and finalized arguments, the fused mode
-    that "auto" resolves to for ``size``'s model family."""
-    import dataclasses
-
-    from mamba_trainer.args import parse_args
-    from mamba_trainer.models import CONFIG_CLASSES
-    from mamba_trainer.train import finalize_training_args
-    from optimizers.factory import auto_fused_mode
-
-    parsed = parse_args(flags)
-    finalize_training_args(parsed, Path(run_dir))
-    muon = dataclasses.asdict(parsed.muon)
-    if muon["fused_blocks"] == "auto":
-        muon["fused_blocks"] = auto_fused_mode(CONFIG_CLASSES[get_model_config(size)["architecture"]].model_type)
-    return {"run": {"model_size": size, "optimizer_type": parsed.run.optimizer, "training_preset":
-                    parsed.run.training_preset}, "muon": muon, "data": dataclasses.asdict(parsed.data),
-            "training": parsed.training.to_dict()}
-
-
-def recorded_settings(run_dir: Path) -> dict | None:
-    """The same, as the run recorded it (run_config.json; optimizer.json for the fused mode "auto" gave); None for a
-    folder without run_config.json."""
-    from optimizers.muon import fused_mode_of
-
-    path = Path(run_dir) / "run_config.json"
-    if not path.is_file():
-        return None
-    config = json.loads(path.read_text())
-    muon = dict(config["muon"])
-    if muon.get("fused_blocks") == "auto":
-        described = json.loads((Path(run_dir) / "optimizer.json").read_text())
-        muon["fused_blocks"] = described.get("fused_blocks") or fused_mode_of(described["groups"])
-    return {"run": {"model_size": config["model"]["model_size"], "optimizer_type": config["optimizer_type"],
-                    "training_preset": config["training_preset"]}, "muon": muon, "data": config["data"],
-            "training": config["training_arguments"]}
-
-
-def check_same_settings(size: str, run_dir: Path, flags: list[str]) -> None:
-    """A finished folder is reused only for a run that would compute the same thing: the same parsed settings
-    (training arguments, Muon and data flags, and the fused mode a default "auto" resolves to), whatever the command
-    looked like. So the same --variant name with other --extra flags, another --steps, or a changed preset or
-    default never picks up runs made for something else."""
-    recorded = recorded_settings(run_dir)
-    if recorded is None:  # a folder copied without its run files: nothing to compare with
-        return
-    now = run_settings(size, flags, run_dir)
-    parts = [part for part in now if part != "muon" or now["run"]["optimizer_type"] == "muon"]  # AdamW ignores them
-    diff = next((d for part in parts for d in _differences(recorded[part], now[part], f"{part}.")), None)
+    diff = first_difference(recorded_settings(run_dir), settings_of(flags, run_dir))
     if diff:
         raise SystemExit(f"error: {run_dir} was made with other settings ({diff[0]}: {diff[1]!r} there, {diff[2]!r} "
                          "now); pass another --variant name or --out, or delete that folder to rerun it")
@@ -297,7 +244,7 @@ def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float |
     """One mamba-train process (skipped when its folder already holds a finished run); returns its summary."""
     run_dir = Path(cfg.out) / size / run_name(kind, lr, seed, cfg.variant)
     if is_complete(run_dir):
-        check_same_settings(size, run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
+        check_same_settings(run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
         log(f"{run_dir.name}: done before, reusing it")
     else:
         if run_dir.exists():  # a run cut short: its timing is unusable, so it starts again from scratch
@@ -318,6 +265,8 @@ def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float |
             {"machine": machine_key(), "load_average_start": load, "load_average_end": os.getloadavg()}) + "\n")
         if not cfg.keep_weights:
             prune(run_dir)
+    from mamba_trainer.run_settings import recorded_settings
+
     recorded = recorded_settings(run_dir) if kind == "muon" else None
     r = {"size": size, "kind": kind, "lr": lr, "seed": seed, "adamw_lr": adamw_lr, "run_dir": str(run_dir),
          "machine": read_machine(run_dir), "fused_blocks": recorded["muon"].get("fused_blocks") if recorded else None,

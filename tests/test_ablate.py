@@ -102,6 +102,23 @@ def test_rerun_skips_finished_variants(sweep, monkeypatch, capsys):
     assert "(0 to run, 4 finished)" in capsys.readouterr().out
 
 
+def test_a_finished_variant_made_under_other_settings_is_refused(sweep, monkeypatch, capsys):
+    """Same flags, other settings (as when a preset or a default changes between two launches): the finished run
+    is not silently reused as if it were today's, and nothing is started."""
+    monkeypatch.chdir(sweep["root"])
+    shutil.copytree("sweep", "changed")
+    config_path = next(sorted(Path("changed/runs").glob("*/run_config.json")).__iter__())
+    config = json.loads(config_path.read_text())
+    assert config["muon"]["momentum"] == 0.95
+    config["muon"]["momentum"] = 0.9
+    config_path.write_text(json.dumps(config))
+    monkeypatch.setattr(runner, "start_process", lambda cmd, env, log: pytest.fail(f"started {cmd}"))
+    assert main([*SWEEP, "--output", "changed"]) == 2
+    err = capsys.readouterr().err
+    assert "run with other settings (muon.momentum: 0.9 there, 0.95 now" in err and "another --output" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_report_rebuilds_identically(sweep, monkeypatch):
     d = sweep["dir"]
     before = {name: (d / name).read_bytes() for name in ("README.md", "results.json", "results.csv")}

@@ -314,6 +314,14 @@ def plan_job(variant: dict, run_dir: Path, argv: list[str], *, wall_clock_budget
     if recorded.get("argv") is not None and recorded["argv"] != argv and status != "new":
         raise UserError(f"{run_dir} holds variant '{variant['name']}' run with other flags; use another --output "
                         f"(recorded: {' '.join(recorded['argv'])})")
+    if status != "new":  # the same flags can still mean another run when a preset or a default changed since
+        from ..run_settings import first_difference, recorded_settings, settings_of
+
+        diff = first_difference(recorded_settings(run_dir), settings_of(argv, run_dir))
+        if diff:
+            raise UserError(f"{run_dir} holds variant '{variant['name']}' run with other settings ({diff[0]}: "
+                            f"{diff[1]!r} there, {diff[2]!r} now: a preset or default changed since); use another "
+                            "--output, or delete that folder to rerun it")
     action = next_action(status, has_checkpoint=bool(complete_checkpoints(run_dir)) if run_dir.is_dir() else False,
                          wall_clock_budget=wall_clock_budget, retry_failed=retry_failed)
     if action == "skip":

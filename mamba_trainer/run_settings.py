@@ -1,0 +1,99 @@
+"""What a run computes with, so a finished run folder is reused only for the same run.
+
+    from mamba_trainer.run_settings import first_difference, recorded_settings, settings_of
+    diff = first_difference(recorded_settings(run_dir), settings_of(argv, run_dir))
+    # None, or ("muon.fused_blocks", "whole", "per_block_dt_adamw"): (setting, recorded, now)
+
+Comparing the command text is not enough: a preset or a default can change while the flags stay the same (when
+``--fused_blocks auto`` became the default, a Mamba2 run made under "whole" kept its command), and the same settings
+can be spelled two ways (``--fused_blocks per_block_dt_adamw`` is what "auto" gives Mamba2). So both sides are the
+parsed arguments: the flags through today's parser, presets and defaults (``settings_of``), and what the run wrote
+in ``run_config.json`` when it started (``recorded_settings``), with "auto" resolved to the mode that family gets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+#: TrainingArguments fields that say where a run is, not what it computes: a folder renamed (a variant relabelled
+#: after a default changed) still holds the same run
+PLACE = frozenset({"output_dir", "logging_dir", "run_name"})
+
+
+def _model_type(model_size: str | None) -> str | None:
+    from configs.model_configs import get_model_config
+
+    from .models import CONFIG_CLASSES
+
+    try:
+        return CONFIG_CLASSES[get_model_config(model_size)["architecture"]].model_type
+    except Exception:  # noqa: BLE001 - a custom or unknown model: "auto" is compared as written
+        return None
+
+
+def _resolved_muon(muon: dict, model_type: str | None) -> dict:
+    from optimizers.factory import auto_fused_mode
+
+    if muon.get("fused_blocks") == "auto" and model_type is not None:
+        muon = {**muon, "fused_blocks": auto_fused_mode(model_type)}
+    return muon
+
+
+def settings_of(argv: list[str], run_dir: Path) -> dict:
+    """The settings a ``mamba-train`` run with ``argv`` (its flags, without --output_dir) and folder ``run_dir``
+    would use: parsed and finalized as ``mamba-train`` does, "auto" fused mode resolved for the model size."""
+    from .args import parse_args
+    from .train import DEFAULT_MODEL_SIZE, finalize_training_args
+
+    parsed = parse_args([*argv, "--output_dir", str(run_dir)])
+    finalize_training_args(parsed, Path(run_dir))
+    size = parsed.model.model_size or ("custom" if parsed.model.model_name_or_path else DEFAULT_MODEL_SIZE)
+    optimizer = parsed.run.optimizer or parsed.preset.get("optimizer", "muon")
+    settings = {"run": {"model_size": size, "optimizer_type": optimizer, "training_preset": parsed.run.training_preset},
+                "muon": _resolved_muon(dataclasses.asdict(parsed.muon), _model_type(size)),
+                "data": dataclasses.asdict(parsed.data), "training": parsed.training.to_dict()}
+    return json.loads(json.dumps(settings, default=str))  # as run_config.json holds them (tuples as lists, ...)
+
+
+def recorded_settings(run_dir: Path) -> dict | None:
+    """The same settings as the run in ``run_dir`` recorded them (``run_config.json``; "auto" resolved from
+    ``optimizer.json``, which names the mode the optimizer used); None when the folder has no run_config.json (or
+    one without these sections)."""
+    from optimizers.muon import fused_mode_of
+
+    path = Path(run_dir) / "run_config.json"
+    if not path.is_file():
+        return None
+    config = json.loads(path.read_text())
+    if not {"model", "optimizer_type", "training_preset", "data", "training_arguments"} <= set(config):
+        return None  # not written by mamba-train (or by a version before these were recorded)
+    muon = dict(config.get("muon") or {})
+    described = Path(run_dir) / "optimizer.json"
+    if muon.get("fused_blocks") == "auto" and described.is_file():
+        groups = json.loads(described.read_text())
+        muon["fused_blocks"] = groups.get("fused_blocks") or fused_mode_of(groups.get("groups", []))
+    size = config["model"]["model_size"]
+    return {"run": {"model_size": size, "optimizer_type": config["optimizer_type"],
+                    "training_preset": config["training_preset"]},
+            "muon": _resolved_muon(muon, _model_type(size)), "data": config["data"],
+            "training": config["training_arguments"]}
+
+
+def first_difference(recorded: dict | None, now: dict) -> tuple[str, object, object] | None:
+    """(setting, recorded value, value now) of the first setting that differs, or None when the run is the same.
+
+    Only settings both sides know are compared: one the run's code did not have yet keeps the old behaviour by
+    default, and ``run_config.json``'s data section also holds counts that are not flags. An AdamW run ignores the
+    Muon settings. ``recorded`` None (no run_config.json) compares as the same."""
+    if recorded is None:
+        return None
+    for part in ("run", "muon", "data", "training"):
+        if part == "muon" and now["run"]["optimizer_type"] != "muon":
+            continue
+        old, new = recorded.get(part) or {}, now[part]
+        for key in sorted(set(old) & set(new) - PLACE):
+            if old[key] != new[key]:
+                return f"{part}.{key}", old[key], new[key]
+    return None
