@@ -96,7 +96,6 @@ def time_scheduled(scheduler, num_training_steps: int, clock) -> None:
         return lambda step: base(max(step, clock() * num_training_steps))
 
     scheduler.lr_lambdas = [stretched(base) for base in scheduler.lr_lambdas]
-    scheduler._time_scheduled = True
 
 
 def describe_optimizer(optimizer, model) -> dict:
@@ -142,6 +141,7 @@ class MuonTrainer(Trainer):
         self.schedule_clock = schedule_clock
         self._throughput_mark: tuple[float, int] | None = None
         self._step_settings: dict[str, float] = {}
+        self._stretched = None  # the scheduler time_scheduled has wrapped (never twice; no marker in scheduler.pt)
         super().__init__(*args, **kwargs)
         # here, not in create_optimizer: a DeepSpeed config with its own optimizer never calls that hook
         state = self.accelerator.state
@@ -163,8 +163,9 @@ class MuonTrainer(Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         scheduler = super().create_scheduler(num_training_steps, optimizer)
-        if self.schedule_clock is not None and not getattr(scheduler, "_time_scheduled", False):
+        if self.schedule_clock is not None and scheduler is not self._stretched:
             time_scheduled(scheduler, num_training_steps, self.schedule_clock)
+            self._stretched = scheduler
         return scheduler
 
     def _issue_warnings_after_load(self, load_result) -> None:

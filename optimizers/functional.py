@@ -70,10 +70,22 @@ def muon_momentum_(grads: list[Tensor], bufs: list[Tensor], *, momentum: float, 
     """Momentum for same-shaped matrices: updates ``bufs`` in place (EMA: buf <- momentum·buf +
     (1-momentum)·grad, as torch.optim.Muon and KellerJordan/Muon) and returns the stacked (k, *shape)
     matrices to orthogonalize (Nesterov: grad.lerp(buf, momentum); else the buffers), in the grads' dtype."""
-    torch._foreach_lerp_(bufs, grads, 1 - momentum)
     U = torch.empty((len(grads), *grads[0].shape), dtype=grads[0].dtype, device=grads[0].device)
+    return _momentum_into(U, grads, bufs, momentum=momentum, nesterov=nesterov)
+
+
+def _momentum_into(U: Tensor, grads: list[Tensor], bufs: list[Tensor], *, momentum: float, nesterov: bool,
+                   scratch: Tensor | None = None) -> Tensor:
+    """The momentum EMA on ``bufs`` (in place), then each matrix to orthogonalize written into a row of ``U``
+    (Nesterov: grad.lerp(buf, momentum); else the buffer), in ``U``'s dtype. With ``scratch`` (a contiguous
+    matrix of the grads' shape) ``U`` holds the transposes: each blend goes to the scratch, then one transposing
+    copy into ``U``."""
+    torch._foreach_lerp_(bufs, grads, 1 - momentum)
     for g, b, u in zip(grads, bufs, U.unbind(0)):
-        torch.lerp(g, b, momentum, out=u) if nesterov else u.copy_(b)
+        dst = u if scratch is None else scratch
+        torch.lerp(g, b, momentum, out=dst) if nesterov else dst.copy_(b)
+        if scratch is not None:
+            u.copy_(scratch.mT)
     return U
 
 
@@ -89,7 +101,6 @@ def muon_bucket_update(grads: list[Tensor], bufs: list[Tensor], *, momentum: flo
     With a `Workspace` the batch and the scratch are reused across calls: the result is valid until the next
     call with the same workspace.
     """
-    torch._foreach_lerp_(bufs, grads, 1 - momentum)
     dtype = resolve_dtype(compute_dtype, grads[0].device)
     shape = grads[0].shape
     tall = shape[-2] > shape[-1]
@@ -102,11 +113,7 @@ def muon_bucket_update(grads: list[Tensor], bufs: list[Tensor], *, momentum: flo
     # 24 ms vs 116 ms); same bits
     scratch = (ws.get("scratch", shape, dtype, device) if ws else torch.empty(shape, dtype=dtype, device=device)) \
         if tall else None
-    for g, b, u in zip(grads, bufs, U.unbind(0)):
-        dst = scratch if tall else u
-        torch.lerp(g, b, momentum, out=dst) if nesterov else dst.copy_(b)
-        if tall:
-            u.copy_(scratch.mT)
+    _momentum_into(U, grads, bufs, momentum=momentum, nesterov=nesterov, scratch=scratch)
     plan = polynomial_plan(backend, ns_steps)
     if plan is None:  # cayley: its own normalization and dtype handling
         O = get_backend(backend)(U, ns_steps).to(dtype)

@@ -80,6 +80,27 @@ def test_a_budgeted_run_ends_annealed_with_time_and_not_with_steps(workdir):
     assert by_time[-1] < 0.5 * peak and all(a >= b for a, b in zip(by_time, by_time[1:]))
 
 
+def test_the_schedule_is_stretched_once_and_its_state_stays_torchs(tmp_path):
+    """create_scheduler may be called again (HF returns the scheduler it has): the lambdas are wrapped once, and
+    scheduler.pt holds only LambdaLR's own state (no marker of ours)."""
+    from transformers import TrainingArguments
+
+    from mamba_trainer.models import build_model
+    from mamba_trainer.trainer import MuonTrainer
+
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=10, report_to=[], use_cpu=True,
+                             lr_scheduler_type="linear")
+    trainer = MuonTrainer(model=build_model("hybrid-tiny", vocab_size=64), args=args, optimizer_type="adamw",
+                          schedule_clock=lambda: 0.5)
+    trainer.create_optimizer()
+    first = trainer.create_scheduler(10)
+    lambdas = list(first.lr_lambdas)
+    assert trainer.create_scheduler(10) is first and first.lr_lambdas == lambdas  # not wrapped twice
+    assert first.lr_lambdas[0](0) == pytest.approx(0.5)  # linear decay read at 0.5 x 10 steps, not at step 0
+    fresh = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), lambda s: 1.0)
+    assert set(first.state_dict()) == set(fresh.state_dict())
+
+
 def test_schedule_by_time_without_a_budget_is_one_line(workdir, capsys):
     assert main([*ARGS, "--output_dir", "x", "--schedule_by", "time"]) == 2
     err = capsys.readouterr().err.strip()
