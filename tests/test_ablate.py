@@ -107,7 +107,7 @@ def test_a_finished_variant_made_under_other_settings_is_refused(sweep, monkeypa
     is not silently reused as if it were today's, and nothing is started."""
     monkeypatch.chdir(sweep["root"])
     shutil.copytree("sweep", "changed")
-    config_path = next(sorted(Path("changed/runs").glob("*/run_config.json")).__iter__())
+    config_path = sorted(Path("changed/runs").glob("*/run_config.json"))[0]
     config = json.loads(config_path.read_text())
     assert config["muon"]["momentum"] == 0.95
     config["muon"]["momentum"] = 0.9
