@@ -8,7 +8,8 @@ MoE), each expert orthogonalized on its own.
 transformers' ``Conv1D`` (GPT-2 and kin) is a linear map stored (in, out): its weight goes to Muon as well,
 in its own group "muon_fan_in_first" (Muon's ``fan_in_first`` key), so the update and the ``adjust_lr`` scale
 come from the map's (out, in) shape, not the storage. Fused projections (qkv, gate_up, Mamba's in_proj) are
-orthogonalized whole; the summary names them.
+Muon matrices like the rest; the summary names them, and `create_muon_optimizer`'s ``fused`` says whether they
+are orthogonalized whole or per row block.
 
 AdamW gets the rest: embeddings and lm_head (tied or not), norms, biases, conv1d kernels (3-D), Mamba v1's
 2-D ``A_log`` (not a linear map), ``D``, ``dt_bias``, ``dt_proj`` (it maps dt_rank -> d_inner through a
@@ -80,7 +81,7 @@ class ParamSplit:
         lines += [f"  {n:<16}{t:>8}{c:>14,}{c / total:>8.1%}" for n, t, c in rows]
         lines.append(f"  {'total':<16}{sum(r[1] for r in rows):>8}{sum(r[2] for r in rows):>14,}")
         if self.fused:
-            lines.append(f"  fused projections orthogonalized whole: {', '.join(self.fused)}")
+            lines.append(f"  fused projections: {', '.join(self.fused)}")
         return "\n".join(lines)
 
 
