@@ -37,7 +37,7 @@ def _resolved_muon(muon: dict, model_type: str | None) -> dict:
     from optimizers.factory import auto_fused_mode
 
     if muon.get("fused_blocks") == "auto" and model_type is not None:
-        muon = {**muon, "fused_blocks": auto_fused_mode(model_type)}
+        muon = {**muon, "fused_blocks": auto_fused_mode(model_type, normuon=muon.get("muon_beta2") is not None)}
     return muon
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from optimizers.errors import MuonConfigError
-from optimizers.fused_blocks import fused_row_blocks
+from optimizers.fused_blocks import fused_row_blocks, fused_row_interleave
 from optimizers.muon import ADAMW_LR_RATIO, Muon
 from optimizers.param_split import split_parameters
 
@@ -26,9 +26,10 @@ ADAMW_BLOCKS = {"per_block_dt_adamw": ("dt",)}  # fused mode -> row blocks updat
 FUSED_AUTO = {"mamba2": "per_block_dt_adamw"}
 
 
-def auto_fused_mode(model_type: str | None) -> str:
-    """The fused mode ``"auto"`` resolves to for a model family (``config.model_type``)."""
-    return FUSED_AUTO.get(model_type, "whole")
+def auto_fused_mode(model_type: str | None, *, normuon: bool = False) -> str:
+    """The fused mode ``"auto"`` resolves to for a model family (``config.model_type``) on one process (FSDP2
+    shards always get "whole"); with NorMuon (``normuon``) it is "whole" too, see `resolve_fused`."""
+    return "whole" if normuon else FUSED_AUTO.get(model_type, "whole")
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
@@ -37,10 +38,10 @@ def _unwrapped(model: nn.Module) -> nn.Module:
     return model
 
 
-def resolve_fused(model: nn.Module, fused: str) -> tuple[str, str]:
-    """(mode, why) for ``fused`` on ``model``: "auto" becomes a concrete mode by model family; per-block modes are
-    refused on FSDP2-sharded parameters (a shard holds a slice of rows, not whole blocks), where "auto" gives
-    "whole"."""
+def resolve_fused(model: nn.Module, fused: str, *, normuon: bool = False) -> tuple[str, str]:
+    """(mode, why) for ``fused`` on ``model``: "auto" becomes a concrete mode by model family. Per-block modes are
+    refused on FSDP2-sharded parameters (a shard holds a slice of rows, not whole blocks) and with NorMuon
+    (``normuon``: its per-row normalization is of whole matrices); "auto" gives "whole" there."""
     if fused not in FUSED_MODES:
         raise MuonConfigError(f"unknown fused={fused!r}; valid: {', '.join(FUSED_MODES)}")
     sharded = any(hasattr(p, "device_mesh") and hasattr(p, "placements") for p in model.parameters())
@@ -48,11 +49,16 @@ def resolve_fused(model: nn.Module, fused: str) -> tuple[str, str]:
         if sharded and fused != "whole":
             raise MuonConfigError(f"fused={fused!r} (per-block orthogonalization) does not run on FSDP2-sharded "
                                   "parameters; use fused='whole' (--fused_blocks whole) under FSDP2")
+        if normuon and fused != "whole":
+            raise MuonConfigError(f"fused={fused!r} (per-block orthogonalization) cannot be combined with NorMuon "
+                                  "(beta2 / --muon_beta2); use fused='whole' (--fused_blocks whole) or drop beta2")
         return fused, "as given"
     model_type = getattr(getattr(_unwrapped(model), "config", None), "model_type", None)
     mode = auto_fused_mode(model_type)
     if sharded and mode != "whole":
         return "whole", f"auto: {model_type} would get {mode}, but FSDP2 shards rows across ranks"
+    if normuon and mode != "whole":
+        return "whole", f"auto: {model_type} would get {mode}, but NorMuon (beta2) normalizes whole matrices"
     return mode, f"auto: {model_type or type(model).__name__}"
 
 
@@ -78,13 +84,14 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
     (`FUSED_AUTO`: per_block_dt_adamw for Mamba2, whole otherwise); the optimizer's ``fused_blocks`` attribute
     (and ``describe()``) holds the mode used.
     """
-    fused, why = resolve_fused(model, fused)
+    fused, why = resolve_fused(model, fused, normuon=beta2 is not None)
     split = split_parameters(model, include=include, exclude=exclude)
     if not any(g.use_muon for g in split.groups):
         raise MuonConfigError(f"{type(model).__name__}: the split gives Muon no weight matrix (no nn.Linear/Conv1D "
                               "hidden weight found), so this would train pure AdamW; name its matrices with "
                               "include=['<glob>'] (--muon_include), or use --optimizer adamw")
     blocks = fused_row_blocks(model) if fused != "whole" else {}
+    interleave = fused_row_interleave(model) if blocks else {}
     to_adamw = ADAMW_BLOCKS.get(fused, ())
     adamw_lr = lr * ADAMW_LR_RATIO if adamw_lr is None else adamw_lr
     adamw_wd = weight_decay if adamw_weight_decay is None else adamw_weight_decay
@@ -99,6 +106,8 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
             if blocks and not g.fan_in_first:
                 sizes = [[k for _, k in blocks[n]] if n in blocks else None for n in g.param_names]
                 group["row_blocks"] = sizes if any(sizes) else None
+                pieces = [interleave.get(n) for n in g.param_names]
+                group["row_interleave"] = pieces if any(pieces) else None
                 picked = [[i for i, (b, _) in enumerate(blocks[n]) if b in to_adamw] or None if n in blocks
                           else None for n in g.param_names]
                 if any(picked):

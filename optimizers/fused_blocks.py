@@ -15,10 +15,11 @@ Covered, from transformers' modeling code (checked against transformers 5.x):
   per block; the row layout is the same.)
 - Zamba2's shared MLP ``gate_up_proj`` (and the second matrix of each of its low-rank ``gate_up_proj`` adapters,
   whose output is added to it): ``torch.chunk(.., 2)`` = gate, up, each ``config.intermediate_size`` rows.
-Left out: GPT-NeoX's ``query_key_value``. Its output is viewed as (heads, 3*head_dim) before ``chunk(3)``, so the
-rows interleave per head (q_0, k_0, v_0, q_1, ...): the q rows are not one contiguous block, and a contiguous-block
-description would be wrong. It needs a row permutation (or per-head blocks) that the caller would have to honour;
-none of this project's models use it. Fused biases are not listed: they are vectors, never orthogonalized.
+- GPT-NeoX's ``query_key_value`` (``GPTNeoXAttention``): its output is viewed as (heads, 3*head_dim) before
+  ``chunk(3)``, so the rows interleave per head (q_0, k_0, v_0, q_1, ...). Its blocks are q, k, v (hidden_size rows
+  each) with ``fused_row_interleave`` = num_attention_heads: the rows repeat the q/k/v pattern once per head, and
+  block q is the q rows of every head, in head order (the rows a separate q projection would hold).
+Fused biases are not listed: they are vectors, never orthogonalized.
 """
 
 from __future__ import annotations
@@ -58,27 +59,46 @@ def gate_up_blocks(config) -> list[tuple[str, int]]:
     return [("gate", int(config.intermediate_size)), ("up", int(config.intermediate_size))]
 
 
+def qkv_blocks(config) -> tuple[list[tuple[str, int]], int]:
+    """GPT-NeoX's ``query_key_value``: blocks q, k, v and the number of per-head repeats of that pattern."""
+    heads = int(config.num_attention_heads)
+    return [(name, int(config.hidden_size)) for name in ("q", "k", "v")], heads
+
+
+def fused_row_interleave(model) -> dict[str, int]:
+    """{parameter name: k} for the fused projections of ``model`` whose rows repeat their block pattern k times
+    (GPT-NeoX's query_key_value: once per head); the others are contiguous blocks and are not listed."""
+    return {name: k for name, (_, k) in _fused(model).items() if k > 1}
+
+
 def fused_row_blocks(model) -> dict[str, list[tuple[str, int]]]:
-    """{parameter name: [(block name, rows), ...] in row order} for every fused projection weight of ``model``.
+    """{parameter name: [(block name, rows), ...] in row order} for every fused projection weight of ``model``
+    (rows interleaved where `fused_row_interleave` says so).
 
     Names are those of ``model.named_parameters()`` (a weight shared across depth, like Zamba2's shared block,
     appears once, under its first name). Models without fused projections give an empty dict.
     """
+    return {name: blocks for name, (blocks, _) in _fused(model).items()}
+
+
+def _fused(model) -> dict[str, tuple[list[tuple[str, int]], int]]:
     config = model.config
-    found: dict[str, list[tuple[str, int]]] = {}
+    found: dict[str, tuple[list[tuple[str, int]], int]] = {}
     for module_name, module in model.named_modules():
         cls = type(module).__name__
         prefix = f"{module_name}." if module_name else ""
         if cls in _MIXERS:
-            found[f"{prefix}in_proj.weight"] = in_proj_blocks(config, cls)
+            found[f"{prefix}in_proj.weight"] = in_proj_blocks(config, cls), 1
         elif cls == "Zamba2MLP":
             blocks = gate_up_blocks(config)
-            found[f"{prefix}gate_up_proj.weight"] = blocks
+            found[f"{prefix}gate_up_proj.weight"] = blocks, 1
             for i, adapter in enumerate(getattr(module, "gate_up_proj_adapter_list", ())):
                 if isinstance(adapter, torch.nn.Sequential):  # nn.Identity where another shared block is used
-                    found[f"{prefix}gate_up_proj_adapter_list.{i}.1.weight"] = blocks
+                    found[f"{prefix}gate_up_proj_adapter_list.{i}.1.weight"] = blocks, 1
+        elif cls == "GPTNeoXAttention":
+            found[f"{prefix}query_key_value.weight"] = qkv_blocks(config)
     params = dict(model.named_parameters())
-    for name, blocks in list(found.items()):
+    for name, (blocks, _) in list(found.items()):
         if name not in params:  # a shared module reached twice keeps the name named_parameters() uses
             del found[name]
             continue

@@ -79,6 +79,17 @@ def _check_group(group: dict, names: list[str]) -> None:
                                      and sum(sizes) == p.shape[0]),
                    f"{where}: row_blocks for {name!r} must be positive row counts summing to its {p.shape[0]} rows, "
                    f"got {sizes!r}")
+    interleave = group.get("row_interleave")
+    if interleave is not None:
+        _check(blocks is not None and isinstance(interleave, (list, tuple)) and len(interleave) == len(group["params"]),
+               f"{where}: row_interleave needs row_blocks and one entry (None or a group count) per parameter")
+        for name, sizes, k, picked in zip(names, blocks, interleave, group["adamw_blocks"] or [None] * len(blocks)):
+            _check(k is None or (sizes is not None and isinstance(k, int) and k >= 1
+                                 and all(size % k == 0 for size in sizes)),
+                   f"{where}: row_interleave for {name!r} must be a count that divides every block of {sizes!r} "
+                   f"(the rows repeat the block pattern that many times), got {k!r}")
+            _check(k in (None, 1) or not picked,
+                   f"{where}: {name!r} has both row_interleave and adamw_blocks; interleaved blocks stay on Muon")
     adamw_blocks = group["adamw_blocks"]
     if adamw_blocks is not None:
         _check(blocks is not None and isinstance(adamw_blocks, (list, tuple))
@@ -119,7 +130,10 @@ class Muon(torch.optim.Optimizer):
     `optimizers.newton_schulz`; "plain" with compute_dtype=bfloat16 is torch.optim.Muon's arithmetic),
     fan_in_first (weights stored (in, out), as transformers' Conv1D: the scale uses the map's shape),
     row_blocks (one entry per parameter: None, or the row counts of a fused projection's blocks — each block
-    is then orthogonalized and scaled as if it were its own parameter; see `_per_block_step`), adamw_blocks
+    is then orthogonalized and scaled as if it were its own parameter; see `_per_block_step`), row_interleave
+    (with row_blocks; one entry per parameter: None, or k when the rows repeat the block pattern k times with each
+    block's rows split evenly, as GPT-NeoX's query_key_value stacks q, k, v per head: block i is then the rows of
+    its k pieces, in order), adamw_blocks
     (with row_blocks; one entry per parameter: None, or the indices of blocks updated by AdamW instead — e.g.
     Mamba2 in_proj's dt rows — at lr·adamw_lr_ratio with the group's betas and eps, as if they were a parameter
     of an AdamW group).
@@ -281,19 +295,23 @@ class Muon(torch.optim.Optimizer):
         per block shape, across parameters) and scaled by its own shape, as if it were its own parameter.
         Blocks listed in ``adamw_blocks`` take an AdamW step instead, as if they were in an AdamW group."""
         blocks: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
-        picked = {id(p): set(b or ()) for p, b in zip(group["params"], group["adamw_blocks"] or [None] * len(
-            group["params"]))}
+        none = [None] * len(group["params"])
+        picked = {id(p): set(b or ()) for p, b in zip(group["params"], group["adamw_blocks"] or none)}
+        pieces = {id(p): k or 1 for p, k in zip(group["params"], group.get("row_interleave") or none)}
         rows = []  # (param view, grad view, state, key) of the AdamW-updated blocks
         for p, g, sizes in items:
             U = muon_momentum_([g], [self.state[p]["momentum_buffer"]], momentum=group["momentum"],
                                nesterov=group["nesterov"])[0]
-            for i, (u, target, grad) in enumerate(zip(U.split(sizes, dim=0), p.split(sizes, dim=0),
-                                                      g.split(sizes, dim=0))):
-                if i in picked[id(p)]:
-                    rows.append((target, grad, self.state[p], f"rows{i}"))
+            k = pieces[id(p)]  # block i = rows of its k pieces: views (k, size/k, cols); k = 1: contiguous rows
+            split = [size // k for size in sizes]
+            for i, (u, target, grad) in enumerate(zip(*(x.view(k, -1, x.shape[-1]).split(split, dim=1)
+                                                        for x in (U, p, g)))):
+                if i in picked[id(p)]:  # (never with k > 1)
+                    rows.append((target[0], grad[0], self.state[p], f"rows{i}"))
                     continue
                 if decay is not None:
                     target.mul_(decay)
+                u = u.reshape(-1, u.shape[-1])  # the block as a matrix (a copy only when k > 1)
                 blocks.setdefault((tuple(u.shape), u.dtype, u.device), []).append((u, target))
         if rows:
             self._adamw_rows_step(group, rows)
@@ -302,7 +320,7 @@ class Muon(torch.optim.Optimizer):
                               group["compute_dtype"], group["ns_method"])
             alpha = -group["lr"] * update_scale(shape, group["adjust_lr"])
             for (_, target), o in zip(pairs, O.unbind(0)):
-                target.add_(o, alpha=alpha)
+                target.add_(o.view(target.shape), alpha=alpha)
 
     @staticmethod
     def _adamw_rows_step(group: dict, rows: list[tuple[Tensor, Tensor, dict, str]]) -> None:
@@ -445,6 +463,8 @@ class Muon(torch.optim.Optimizer):
                          ns_plan=self._ns_plan(g, device))
                 if g["row_blocks"]:
                     d["row_blocks"] = {n: list(b) for n, b in zip(self._names(g, gi), g["row_blocks"]) if b}
+                if g.get("row_interleave"):
+                    d["row_interleave"] = {n: k for n, k in zip(self._names(g, gi), g["row_interleave"]) if k}
                 if g["adamw_blocks"]:
                     d["adamw_blocks"] = {n: list(b) for n, b in zip(self._names(g, gi), g["adamw_blocks"]) if b}
                     d.update(adamw_lr_ratio=g["adamw_lr_ratio"], betas=list(g["betas"]), eps=g["eps"])

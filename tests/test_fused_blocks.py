@@ -166,3 +166,32 @@ def test_mismatched_config_fails_in_one_line():
     with pytest.raises(MuonConfigError, match="in_proj.weight: the config gives row blocks") as info:
         fused_row_blocks(model)
     assert "\n" not in str(info.value)
+
+
+def _neox():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    return GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                            intermediate_size=64, max_position_embeddings=64)).eval()
+
+
+def test_gpt_neox_qkv_blocks_are_the_rows_its_attention_reads_as_q_k_v():
+    """query_key_value interleaves q, k, v per head: block i of the interleaved view (heads pieces, in order) must be
+    the rows the forward turns into query / key / value states (captured before rotary embeddings)."""
+    from optimizers.fused_blocks import fused_row_interleave
+
+    model = _neox()
+    name = "gpt_neox.layers.0.attention.query_key_value.weight"
+    blocks, interleave = fused_row_blocks(model), fused_row_interleave(model)
+    assert blocks[name] == [("q", 32), ("k", 32), ("v", 32)] and interleave[name] == 4
+    attention = model.gpt_neox.layers[0].attention
+    x = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # what the forward does: view (..., heads, 3*head_size), transpose, chunk(3)
+        qkv = attention.query_key_value(x).view(1, 5, -1, 3 * attention.head_size).transpose(1, 2)
+        states = qkv.chunk(3, dim=-1)  # each (1, heads, 5, head_size)
+        W, b = attention.query_key_value.weight, attention.query_key_value.bias
+        pieces = zip(W.view(4, -1, 32).split([8, 8, 8], dim=1), b.view(4, -1).split([8, 8, 8], dim=1))
+        for (w, bias), state in zip(pieces, states):
+            ours = x @ w.reshape(-1, 32).T + bias.reshape(-1)  # (1, 5, 32): heads x head_size, head-major
+            torch.testing.assert_close(ours.view(1, 5, 4, 8).transpose(1, 2), state)

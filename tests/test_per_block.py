@@ -50,6 +50,79 @@ def test_blocks_update_like_separate_parameters(adjust_lr):
     assert (whole.detach() - fused.detach()).abs().max() > 1e-3
 
 
+def test_interleaved_blocks_update_like_separate_parameters():
+    """row_interleave (GPT-NeoX's qkv: q_0, k_0, v_0, q_1, ... per head): block i is the rows of its pieces in order,
+    updated as a separate parameter holding exactly those rows would be."""
+    heads, head, cols = 4, 6, 20
+    gen = torch.Generator().manual_seed(3)
+    fused = nn.Parameter(torch.randn(heads * 3 * head, cols, generator=gen))
+
+    def gather(t):  # (heads*3*head, cols) -> [q, k, v], each (heads*head, cols) in head order
+        return [x.reshape(-1, cols) for x in t.view(heads, 3 * head, cols).split(head, dim=1)]
+
+    parts = [nn.Parameter(x.detach().clone()) for x in gather(fused.detach())]
+    kw = dict(lr=0.02, momentum=0.9, weight_decay=0.1, compute_dtype="float32")
+    ours = Muon([{"params": [fused], "row_blocks": [[heads * head] * 3], "row_interleave": [heads]}], **kw)
+    ref = Muon([{"params": parts}], **kw)
+    for step in range(3):
+        g = torch.randn(fused.shape, generator=torch.Generator().manual_seed(10 + step))
+        fused.grad = g.clone()
+        for p, gp in zip(parts, gather(g)):
+            p.grad = gp.clone()
+        ours.step()
+        ref.step()
+    for got, want in zip(gather(fused.detach()), parts):
+        torch.testing.assert_close(got, want.detach(), atol=1e-6, rtol=0)
+    assert list(ours.describe()["groups"][0]["row_interleave"].values()) == [heads]
+    # contiguous blocks of the same sizes are another update
+    flat = nn.Parameter(torch.randn(fused.shape, generator=torch.Generator().manual_seed(3)))
+    other = Muon([{"params": [flat], "row_blocks": [[heads * head] * 3]}], **kw)
+    for step in range(3):
+        flat.grad = torch.randn(fused.shape, generator=torch.Generator().manual_seed(10 + step))
+        other.step()
+    assert (flat.detach() - fused.detach()).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("group, match", [
+    ({"row_blocks": [[24, 40, 6]], "row_interleave": [4]}, "must be a count that divides every block"),
+    ({"row_interleave": [2]}, "row_interleave needs row_blocks"),
+    ({"row_blocks": [[24, 40, 6]], "row_interleave": [2], "adamw_blocks": [[2]]}, "interleaved blocks stay on Muon"),
+])
+def test_bad_row_interleave_is_a_one_line_error(group, match):
+    p = nn.Parameter(torch.randn(sum(SIZES), COLS))
+    with pytest.raises(MuonConfigError, match=match) as err:
+        Muon([{"params": [p], **group}])
+    assert "\n" not in str(err.value)
+
+
+def test_factory_gives_gpt_neox_qkv_its_interleaved_blocks_and_auto_keeps_it_whole():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from optimizers import create_muon_optimizer
+
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=64))
+    per_block = create_muon_optimizer(model, fused="per_block", verbose=False).describe()["groups"][0]
+    qkv = [n for n in per_block["param_names"] if n.endswith("query_key_value.weight")]
+    assert len(qkv) == 2 and all(per_block["row_blocks"][n] == [32, 32, 32] for n in qkv)
+    assert per_block["row_interleave"] == {n: 4 for n in qkv}
+    auto = create_muon_optimizer(model, verbose=False)
+    assert auto.fused_blocks == "whole" and auto.fused_blocks_reason == "auto: gpt_neox"
+
+
+def test_auto_is_whole_under_normuon_and_explicit_per_block_is_refused():
+    from mamba_trainer.models import build_model
+    from optimizers import create_muon_optimizer
+
+    model = build_model("mamba-tiny", vocab_size=64)
+    opt = create_muon_optimizer(model, beta2=0.95, verbose=False)
+    assert opt.fused_blocks == "whole" and "NorMuon" in opt.fused_blocks_reason
+    assert not any(g.get("row_blocks") for g in opt.param_groups)
+    with pytest.raises(MuonConfigError, match="cannot be combined with NorMuon.*--fused_blocks whole"):
+        create_muon_optimizer(model, beta2=0.95, fused="per_block_dt_adamw", verbose=False)
+
+
 def test_blocks_resume_exactly():
     def make():
         torch.manual_seed(0)

@@ -39,6 +39,7 @@ def test_flags_that_spell_the_same_run_another_way_are_the_same(run, tmp_path):
 
 @pytest.mark.parametrize("extra, expected", [
     (["--fused_blocks", "whole"], ("muon.fused_blocks", "per_block_dt_adamw", "whole")),
+    (["--muon_beta2", "0.95"], ("muon.fused_blocks", "per_block_dt_adamw", "whole")),  # NorMuon: auto is whole
     (["--ns_steps", "3"], ("muon.ns_steps", None, 3)),
     (["--max_steps", "2"], ("training.max_steps", 1, 2)),
     (["--max_train_examples", "64"], ("data.max_train_examples", 32, 64)),
