@@ -83,18 +83,6 @@ def test_interleaved_blocks_update_like_separate_parameters():
     assert (flat.detach() - fused.detach()).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("group, match", [
-    ({"row_blocks": [[24, 40, 6]], "row_interleave": [4]}, "must be a count that divides every block"),
-    ({"row_interleave": [2]}, "row_interleave needs row_blocks"),
-    ({"row_blocks": [[24, 40, 6]], "row_interleave": [2], "adamw_blocks": [[2]]}, "interleaved blocks stay on Muon"),
-])
-def test_bad_row_interleave_is_a_one_line_error(group, match):
-    p = nn.Parameter(torch.randn(sum(SIZES), COLS))
-    with pytest.raises(MuonConfigError, match=match) as err:
-        Muon([{"params": [p], **group}])
-    assert "\n" not in str(err.value)
-
-
 def test_factory_gives_gpt_neox_qkv_its_interleaved_blocks_and_auto_keeps_it_whole():
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -276,8 +264,12 @@ def test_adamw_blocks_update_like_an_adamw_group(decoupled_wd):
 @pytest.mark.parametrize("group,match", [({"adamw_blocks": [[2]]}, "needs row_blocks"),
                                          ({"row_blocks": [SIZES], "adamw_blocks": [[3]]}, "indices into"),
                                          ({"row_blocks": [SIZES], "adamw_blocks": [[2]], "adamw_lr_ratio": 0},
-                                          "adamw_lr_ratio")])
-def test_bad_adamw_blocks_are_one_line_errors(group, match):
+                                          "adamw_lr_ratio"),
+                                         ({"row_blocks": [SIZES], "row_interleave": [4]}, "divides every block"),
+                                         ({"row_interleave": [2]}, "row_interleave needs row_blocks"),
+                                         ({"row_blocks": [SIZES], "row_interleave": [2], "adamw_blocks": [[2]]},
+                                          "interleaved blocks stay on Muon")])
+def test_bad_adamw_blocks_and_row_interleave_are_one_line_errors(group, match):
     p = nn.Parameter(torch.randn(sum(SIZES), COLS))
     with pytest.raises(MuonConfigError, match=match) as err:
         Muon([{"params": [p], **group}])
