@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from configs.model_configs import get_training_config  # noqa: E402
-from mamba_trainer.jsonio import read_metrics  # noqa: E402
+from mamba_trainer.jsonio import read_json, read_metrics  # noqa: E402
 from machine import describe_machine, machine_key  # noqa: E402  (bench/machine.py)
 
 DEFAULT_SIZES = ("hybrid-tiny", "mamba-tiny")
@@ -226,25 +226,27 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def check_same_settings(run_dir: Path, flags: list[str]) -> None:
+def check_same_settings(run_dir: Path, flags: list[str]) -> dict | None:
     """A finished folder is reused only for a run that would compute the same thing
     (`mamba_trainer.run_settings`: the parsed training arguments, Muon and data flags, with the fused mode a default
     "auto" resolves to), whatever the command looked like. So the same --variant name with other --extra flags,
     another --steps, or a changed preset or default never picks up runs made for something else, and a folder
-    renamed to the variant whose flags name what it ran is reused."""
+    renamed to the variant whose flags name what it ran is reused. Returns the recorded settings."""
     from mamba_trainer.run_settings import first_difference, recorded_settings, settings_of
 
-    diff = first_difference(recorded_settings(run_dir), settings_of(flags, run_dir))
+    recorded = recorded_settings(run_dir)
+    diff = first_difference(recorded, settings_of(flags, run_dir))
     if diff:
         raise SystemExit(f"error: {run_dir} was made with other settings ({diff[0]}: {diff[1]!r} there, {diff[2]!r} "
                          "now); pass another --variant name or --out, or delete that folder to rerun it")
+    return recorded
 
 
 def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float | None = None) -> dict:
     """One mamba-train process (skipped when its folder already holds a finished run); returns its summary."""
     run_dir = Path(cfg.out) / size / run_name(kind, lr, seed, cfg.variant)
     if is_complete(run_dir):
-        check_same_settings(run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
+        recorded = check_same_settings(run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
         log(f"{run_dir.name}: done before, reusing it")
     else:
         if run_dir.exists():  # a run cut short: its timing is unusable, so it starts again from scratch
@@ -265,11 +267,12 @@ def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float |
             {"machine": machine_key(), "load_average_start": load, "load_average_end": os.getloadavg()}) + "\n")
         if not cfg.keep_weights:
             prune(run_dir)
-    from mamba_trainer.run_settings import recorded_settings
+        from mamba_trainer.run_settings import recorded_settings
 
-    recorded = recorded_settings(run_dir) if kind == "muon" else None
+        recorded = recorded_settings(run_dir)
+    fused = recorded["muon"].get("fused_blocks") if recorded and kind == "muon" else None  # what "auto" gave
     r = {"size": size, "kind": kind, "lr": lr, "seed": seed, "adamw_lr": adamw_lr, "run_dir": str(run_dir),
-         "machine": read_machine(run_dir), "fused_blocks": recorded["muon"].get("fused_blocks") if recorded else None,
+         "machine": read_machine(run_dir), "fused_blocks": fused,
          **summarize_run(read_metrics(run_dir))}
     log(f"{size} {kind} lr {lr:g} seed {seed}: final eval loss {r['final']:.4f} ({r['status']}, "
         f"{r['train_seconds']:.0f}s training)")
@@ -383,14 +386,6 @@ def parse(argv=None) -> argparse.Namespace:
     return cfg
 
 
-def read_results(path: Path) -> dict:
-    """An earlier invocation's results file, or ``{}`` if there is none (or it was cut short)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def keep_other_sizes(old: dict, summary: list[dict], runs: list[dict]) -> tuple[list[dict], list[dict]]:
     """Add to this invocation's results the sizes an earlier one wrote (``old``) and this one did not rerun.
 
@@ -419,7 +414,7 @@ def main(argv=None) -> int:
     runs, summary = [], []
     tag = f"_{cfg.variant}" if cfg.variant else ""  # each variant's results beside the others' in one --out
     results = out / f"results{tag}.json"
-    earlier = read_results(results)  # before the first write below replaces it
+    earlier = read_json(results, {})  # before the first write below replaces it (none, or cut short: {})
 
     def write(summary, runs):
         summary, runs = keep_other_sizes(earlier, summary, runs)

@@ -23,14 +23,13 @@ PLACE = frozenset({"output_dir", "logging_dir", "run_name"})
 
 
 def _model_type(model_size: str | None) -> str | None:
-    from configs.model_configs import get_model_config
+    from configs.model_configs import MODEL_CONFIGS, get_model_config
 
     from .models import CONFIG_CLASSES
 
-    try:
-        return CONFIG_CLASSES[get_model_config(model_size)["architecture"]].model_type
-    except Exception:  # noqa: BLE001 - a custom or unknown model: "auto" is compared as written
+    if model_size not in MODEL_CONFIGS:  # "custom" (--model_name_or_path): "auto" is compared as written
         return None
+    return CONFIG_CLASSES[get_model_config(model_size)["architecture"]].model_type
 
 
 def _resolved_muon(muon: dict, model_type: str | None) -> dict:

@@ -142,50 +142,6 @@ def resolve_run(parsed) -> Resolved:
     return Resolved(model_size, optimizer_type, output_dir, plan)
 
 
-def apply_vram_auto(parsed, model, optimizer_type: str) -> str:
-    """Resize batch/accumulation for the free GPU memory; returns the line to print."""
-    import torch
-
-    from .vram import plan_batch, probe_batch
-
-    t = parsed.training
-    if not torch.cuda.is_available():
-        return (f"--vram_auto: no CUDA GPU visible; using the preset's batch "
-                f"{t.per_device_train_batch_size} x accumulation {t.gradient_accumulation_steps}")
-    free, _ = torch.cuda.mem_get_info()
-    cfg = model.config
-    effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
-    # The preset may choose the optimizer, so size its state from the resolved type, not the raw flag.
-    state_bytes = 8.0 if optimizer_type == "adamw" else 6.0
-    plan = plan_batch(free, n_params=sum(p.numel() for p in model.parameters()), hidden_size=cfg.hidden_size,
-                      num_layers=cfg.num_hidden_layers, vocab_size=cfg.vocab_size,
-                      seq_len=parsed.data.max_seq_length, effective_batch=effective, optimizer_state_bytes=state_bytes)
-    device = torch.device("cuda")
-    model.to(device)
-    if plan.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-
-    def try_step(batch):
-        ids = torch.randint(0, cfg.vocab_size, (batch, parsed.data.max_seq_length), device=device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=t.bf16):
-            model(input_ids=ids, labels=ids).loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    batch = probe_batch(try_step, plan.per_device_batch, effective)
-    model.to("cpu")
-    return apply_batch_plan(t, dataclasses.replace(plan, per_device_batch=batch, grad_accum=effective // batch))
-
-
-def apply_batch_plan(t, plan) -> str:
-    """Write a --vram_auto plan into the TrainingArguments the Trainer reads; returns the line to print."""
-    t.per_device_train_batch_size = plan.per_device_batch
-    t.gradient_accumulation_steps = plan.grad_accum
-    # transformers 5 reads activation_checkpointing; gradient_checkpointing is an alias resolved only at init,
-    # so setting it alone afterwards would leave checkpointing off
-    t.activation_checkpointing = t.gradient_checkpointing = plan.gradient_checkpointing
-    return plan.describe()
-
-
 def run(argv: list[str], resolve_only: bool = False) -> int:
     """The pipeline: parse -> resolve -> finalize the TrainingArguments -> build tokenizer, data, model,
     callbacks and trainer -> write the run files -> train -> ``outcome()`` -> finish (end record, plot, final/)."""
@@ -306,6 +262,8 @@ def build_run_model(parsed, resolved: Resolved, tokenizer, start_from: str | Non
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                             seed=parsed.training.seed)
     if parsed.run.vram_auto:
+        from .vram import apply_vram_auto
+
         print(apply_vram_auto(parsed, model, resolved.optimizer_type), flush=True)
     return model
 

@@ -15,6 +15,7 @@ input is kept (2 x hidden x layers bytes per token in bf16) plus one layer's act
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .errors import UserError
@@ -111,3 +112,45 @@ def probe_batch(try_step, start_batch: int, effective_batch: int) -> int:
             raise UserError("--vram_auto: even a batch of 1 runs out of GPU memory; use a smaller --model_size "
                             "or --max_seq_length, or --activation_checkpointing true") from None
         raise
+
+
+def apply_vram_auto(parsed, model, optimizer_type: str) -> str:
+    """Resize batch/accumulation for the free GPU memory; returns the line to print."""
+    import torch
+
+    t = parsed.training
+    if not torch.cuda.is_available():
+        return (f"--vram_auto: no CUDA GPU visible; using the preset's batch "
+                f"{t.per_device_train_batch_size} x accumulation {t.gradient_accumulation_steps}")
+    free, _ = torch.cuda.mem_get_info()
+    cfg = model.config
+    effective = t.per_device_train_batch_size * t.gradient_accumulation_steps
+    # The preset may choose the optimizer, so size its state from the resolved type, not the raw flag.
+    state_bytes = 8.0 if optimizer_type == "adamw" else 6.0
+    plan = plan_batch(free, n_params=sum(p.numel() for p in model.parameters()), hidden_size=cfg.hidden_size,
+                      num_layers=cfg.num_hidden_layers, vocab_size=cfg.vocab_size,
+                      seq_len=parsed.data.max_seq_length, effective_batch=effective, optimizer_state_bytes=state_bytes)
+    device = torch.device("cuda")
+    model.to(device)
+    if plan.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    def try_step(batch):
+        ids = torch.randint(0, cfg.vocab_size, (batch, parsed.data.max_seq_length), device=device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=t.bf16):
+            model(input_ids=ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    batch = probe_batch(try_step, plan.per_device_batch, effective)
+    model.to("cpu")
+    return apply_batch_plan(t, dataclasses.replace(plan, per_device_batch=batch, grad_accum=effective // batch))
+
+
+def apply_batch_plan(t, plan) -> str:
+    """Write a --vram_auto plan into the TrainingArguments the Trainer reads; returns the line to print."""
+    t.per_device_train_batch_size = plan.per_device_batch
+    t.gradient_accumulation_steps = plan.grad_accum
+    # transformers 5 reads activation_checkpointing; gradient_checkpointing is an alias resolved only at init,
+    # so setting it alone afterwards would leave checkpointing off
+    t.activation_checkpointing = t.gradient_checkpointing = plan.gradient_checkpointing
+    return plan.describe()

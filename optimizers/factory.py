@@ -32,12 +32,6 @@ def auto_fused_mode(model_type: str | None, *, normuon: bool = False) -> str:
     return "whole" if normuon else FUSED_AUTO.get(model_type, "whole")
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    while hasattr(model, "module") and not hasattr(model, "config"):  # DDP / DataParallel wrappers
-        model = model.module
-    return model
-
-
 def resolve_fused(model: nn.Module, fused: str, *, normuon: bool = False) -> tuple[str, str]:
     """(mode, why) for ``fused`` on ``model``: "auto" becomes a concrete mode by model family. Per-block modes are
     refused on FSDP2-sharded parameters (a shard holds a slice of rows, not whole blocks) and with NorMuon
@@ -53,7 +47,7 @@ def resolve_fused(model: nn.Module, fused: str, *, normuon: bool = False) -> tup
             raise MuonConfigError(f"fused={fused!r} (per-block orthogonalization) cannot be combined with NorMuon "
                                   "(beta2 / --muon_beta2); use fused='whole' (--fused_blocks whole) or drop beta2")
         return fused, "as given"
-    model_type = getattr(getattr(_unwrapped(model), "config", None), "model_type", None)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
     mode = auto_fused_mode(model_type)
     if sharded and mode != "whole":
         return "whole", f"auto: {model_type} would get {mode}, but FSDP2 shards rows across ranks"

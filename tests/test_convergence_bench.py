@@ -261,7 +261,7 @@ def test_results_keep_the_sizes_another_command_measured(conv, tmp_path, monkeyp
     again = json.loads((tmp_path / "results_perblock.json").read_text())
     assert [s["size"] for s in again["summary"]] == ["hybrid-tiny", "mamba-tiny"] and len(again["runs"]) == 8
     # no earlier file (or one cut short): this invocation's results as they are
-    assert conv.read_results(tmp_path / "none.json") == {}
+    assert conv.read_json(tmp_path / "none.json", {}) == {}
     (tmp_path / "cut.json").write_text("{cut short")
-    assert conv.keep_other_sizes(conv.read_results(tmp_path / "cut.json"), [{"size": "x"}], []) == (
+    assert conv.keep_other_sizes(conv.read_json(tmp_path / "cut.json", {}), [{"size": "x"}], []) == (
         [{"size": "x"}], [])

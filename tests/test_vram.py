@@ -92,7 +92,7 @@ def test_a_plan_with_checkpointing_turns_it_on_in_the_trainer(tmp_path):
     from transformers import Trainer, TrainingArguments
 
     from mamba_trainer.models import build_model
-    from mamba_trainer.train import apply_batch_plan
+    from mamba_trainer.vram import apply_batch_plan
 
     big = plan_batch(6 * GIB, effective_batch=8, **dict(MODEL, seq_len=4096))
     plan = dataclasses.replace(big, per_device_batch=2, grad_accum=4)
