@@ -92,7 +92,8 @@ def test_muon_run_trains_and_leaves_a_complete_run_dir(muon_run):
     # each step logs the lr it used: the preset's cosine schedule with warmup, on both sides (Muon at
     # --learning_rate, AdamW at --adamw_lr); warmup starts from 0. Momentum ramps up.
     expected = scheduled_lrs(config, len(steps))
-    assert [(m["lr_muon"], m["lr_adamw"]) for m in steps] == pytest.approx(expected, rel=1e-9, abs=0)
+    got = [value for m in steps for value in (m["lr_muon"], m["lr_adamw"])]  # flat: approx() takes no nesting
+    assert got == pytest.approx([value for pair in expected for value in pair], rel=1e-9, abs=0)
     assert expected[0] == (0.0, 0.0) and expected[2] == (2e-2, 1e-3)  # muon_smoke: 2e-2 / 1e-3, 2 warmup steps
     assert steps[0]["momentum"] < steps[-1]["momentum"]
     evals = [m for m in logs if "eval_loss" in m]
