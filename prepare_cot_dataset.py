@@ -59,7 +59,7 @@ def _split_paths(value: str) -> List[str]:
 def _load_named(name: str, config: Optional[str], flag: str):
     """A dataset name as every mamba_trainer CLI reads it: a local file, folder or comma list of files, else a
     Hub id (the one rule is ``mamba_trainer.data.local_data_path``)."""
-    from mamba_trainer.data import _load_local, local_data_path
+    from mamba_trainer.data import load_local, local_data_path
 
     paths = _split_paths(name)
     if len(paths) > 1:
@@ -69,20 +69,13 @@ def _load_named(name: str, config: Optional[str], flag: str):
         return _load_hub(name, config, flag)
     if local.is_file():
         return _load_files([str(local)], flag)
-    return _load_local(local, "train")[0]
+    return load_local(local, "train")[0]
 
 
 def _load_files(paths: List[str], flag: str):
-    import datasets
+    from mamba_trainer.data import load_data_files
 
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise UserError(f"{flag}: file not found: {', '.join(missing)}; pass existing JSON/JSONL file paths")
-    try:
-        return datasets.load_dataset("json", data_files=paths, split="train")
-    except (datasets.exceptions.DatasetGenerationError, ValueError) as exc:  # malformed JSON / mixed schemas
-        raise UserError(f"{flag}: could not read {', '.join(paths)} as JSON or JSONL "
-                        f"({first_line(exc.__cause__ or exc, 200)})") from exc
+    return load_data_files(paths, "json", flag)
 
 
 def _load_hub(name: str, config: Optional[str], flag: str):

@@ -66,7 +66,7 @@ def _load_hub(name: str, config: str | None, split: str) -> datasets.Dataset:
         raise UserError(f"could not load dataset {name!r} ({one_line(exc, 200)}); check --dataset_config and --dataset_split") from exc
 
 
-def _load_local(data_dir: str | Path, split: str) -> tuple[datasets.Dataset, datasets.Dataset | None, dict]:
+def load_local(data_dir: str | Path, split: str) -> tuple[datasets.Dataset, datasets.Dataset | None, dict]:
     path = Path(data_dir).expanduser()
     source = {"kind": "local", "data_dir": str(data_dir), "split": split, "eval_split": None}
     if not path.exists():
@@ -96,19 +96,29 @@ def _load_local(data_dir: str | Path, split: str) -> tuple[datasets.Dataset, dat
     builder = builders.pop()
 
     def read(paths):
-        empty = [str(p) for p in paths if not p.read_bytes().strip()]
-        if empty:  # datasets' json builder meets an empty file with a bare StopIteration
-            raise UserError(f"{', '.join(empty)} is empty; put one JSON object per line in it "
-                            "(e.g. run prepare_cot_dataset.py) or point --data_dir at another file")
-        try:
-            return datasets.load_dataset(builder, data_files=[str(p) for p in paths], split="train")
-        except StopIteration:
-            raise UserError(f"{', '.join(map(str, paths))} holds no rows; check that it is valid {builder}") from None
-        except datasets.exceptions.DatasetGenerationError as exc:
-            raise UserError(f"could not read {', '.join(map(str, paths))} ({one_line(exc.__cause__ or exc, 200)}); "
-                            f"check that it is valid {builder}") from exc
+        return load_data_files(paths, builder, "--data_dir")
 
     return read(train_files), read([by_split[eval_name]]) if eval_name else None, source
+
+
+def load_data_files(paths, builder: str = "json", flag: str = "--data_dir") -> datasets.Dataset:
+    """Rows of local data files (``builder``: json for .json/.jsonl, parquet, csv) as one Dataset, or one line
+    naming the file and what to do (``flag`` is the option the user gave them with)."""
+    paths = [Path(p) for p in paths]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"{flag}: file not found: {', '.join(missing)}; pass existing data file paths")
+    empty = [str(p) for p in paths if not p.read_bytes().strip()]
+    if empty:  # datasets' json builder meets an empty file with a bare StopIteration
+        raise UserError(f"{', '.join(empty)} is empty; put one JSON object per line in it "
+                        f"(e.g. run prepare_cot_dataset.py) or point {flag} at another file")
+    try:
+        return datasets.load_dataset(builder, data_files=[str(p) for p in paths], split="train")
+    except StopIteration:
+        raise UserError(f"{', '.join(map(str, paths))} holds no rows; check that it is valid {builder}") from None
+    except (datasets.exceptions.DatasetGenerationError, ValueError) as exc:  # malformed rows, mixed schemas
+        raise UserError(f"{flag}: could not read {', '.join(map(str, paths))} "
+                        f"({one_line(exc.__cause__ or exc, 200)}); check that it is valid {builder}") from exc
 
 
 def local_data_path(name: str | Path | None) -> Path | None:
@@ -137,7 +147,7 @@ def load_source(dataset: str | None = None, dataset_config: str | None = None, d
     if data_dir is not None:
         if dataset not in (None, BUNDLED):
             raise UserError(f"got both --dataset {dataset} and --data_dir {data_dir}; pass only one")
-        return _load_local(data_dir, dataset_split)
+        return load_local(data_dir, dataset_split)
     name = dataset or BUNDLED
     if name == BUNDLED:
         return load_bundled_math(dataset_split), None, {"kind": "bundled", "dataset": BUNDLED, "split": dataset_split,
@@ -337,7 +347,7 @@ def load_eval_problems(dataset: str | None, split: str = "test", data_dir: str |
                        limit: int | None = None, dataset_config: str | None = None) -> list[dict]:
     """``[{"question", "answer"}]`` from bundled-math, a Hub dataset (GSM8K: config "main" implied) or local files."""
     if data_dir is not None:
-        raw, _, _ = _load_local(data_dir, split)
+        raw, _, _ = load_local(data_dir, split)
     elif dataset in (None, BUNDLED):
         raw = load_bundled_math(split)
     else:

@@ -20,6 +20,9 @@ from pathlib import Path
 #: TrainingArguments fields that say where a run is, not what it computes: a folder renamed (a variant relabelled
 #: after a default changed) still holds the same run
 PLACE = frozenset({"output_dir", "logging_dir", "run_name"})
+#: TrainingArguments fields that change what a run shows, not what it computes (disable_tqdm follows whether
+#: stderr is a terminal unless given: a run restarted from a shell loop is the same run as one started into a log)
+SHOWN = frozenset({"disable_tqdm"})
 
 
 def _model_type(model_size: str | None) -> str | None:
@@ -92,7 +95,7 @@ def first_difference(recorded: dict | None, now: dict) -> tuple[str, object, obj
         if part == "muon" and now["run"]["optimizer_type"] != "muon":
             continue
         old, new = recorded.get(part) or {}, now[part]
-        for key in sorted(set(old) & set(new) - PLACE):
+        for key in sorted(set(old) & set(new) - PLACE - SHOWN):
             if old[key] != new[key]:
                 return f"{part}.{key}", old[key], new[key]
     return None

@@ -144,15 +144,23 @@ def is_run_dir(path: Path) -> bool:
 class ResumePlan:
     """What ``--resume`` means for this launch."""
 
-    mode: str  # "continue" (same run, exact) or "finetune" (new run from another run's weights)
+    #: "continue" (same run, exact), "restart" (``--resume latest`` with nothing whole to resume: the same run from
+    #: step 0 in its folder) or "finetune" (new run from another run's weights)
+    mode: str
     checkpoint: Path | None  # continue: the checkpoint-N folder to resume from
-    run_dir: Path | None  # continue: the run folder; finetune: the parent run folder (may be None)
+    run_dir: Path | None  # continue, restart: the run folder; finetune: the parent run folder (may be None)
     model_path: Path | None  # finetune: the folder holding the weights
-    parent_config: dict | None
+    parent_config: dict | None  # restart: None when the folder holds no run_config.json yet
     skipped: list[str] = field(default_factory=list)  # "checkpoint-N: why" for newer, incomplete checkpoints
 
     def describe(self) -> str:
         """The one line a resume prints: which checkpoint, and why any newer one was passed over."""
+        if self.mode == "restart":
+            if self.parent_config is None:
+                return f"nothing to resume in {self.run_dir} yet (no {RUN_CONFIG}): starting the run there from step 0"
+            why = (f"its checkpoints are incomplete ({'; '.join(self.skipped)})" if self.skipped
+                   else "it was stopped before its first checkpoint")
+            return f"nothing whole to resume in {self.run_dir}: {why}; starting the run again from step 0 there"
         if self.mode != "continue":
             return f"fine-tuning from {self.model_path}"
         why = f"; skipped newer incomplete {', '.join(self.skipped)}" if self.skipped else ""
@@ -164,13 +172,29 @@ def _latest_run(root: Path) -> Path | None:
     return max(runs, key=lambda p: checkpoints(p)[-1].stat().st_mtime) if runs else None
 
 
-def _continue_plan(resume: str, run_dir: Path) -> ResumePlan:
-    """Continue ``run_dir`` from its newest whole checkpoint; incomplete newer ones are set aside and named."""
+def is_finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` ended with its model saved (``final/`` written whole)."""
+    return (Path(run_dir) / FINAL_DIR / "config.json").is_file()
+
+
+def _continue_plan(resume: str, run_dir: Path, restart: bool = False) -> ResumePlan:
+    """Continue ``run_dir`` from its newest whole checkpoint; incomplete newer ones are set aside and named.
+
+    With ``restart`` (``--resume latest``), a run killed before any checkpoint was whole starts again from step 0
+    in the same folder, as Lightning's ``ckpt_path="last"`` does, so a restart loop always ends; so does a folder
+    that does not exist yet or holds no run_config.json (a loop's first launch, or a kill before it was written).
+    A finished run is never restarted."""
+    if restart and not is_run_dir(run_dir) and not checkpoints(run_dir) and not is_finished(run_dir):
+        if run_dir.exists() and not run_dir.is_dir():
+            raise UserError(f"--resume {resume}: {run_dir} is a file, not a run folder; pass another --output_dir")
+        return ResumePlan("restart", None, run_dir, None, None)
     if not run_dir.is_dir():
         raise UserError(f"--resume {resume}: {run_dir} is not a folder; pass --output_dir of an existing run")
     config = _run_config(resume, run_dir)
     skipped = set_aside_incomplete_checkpoints(run_dir)
     found = complete_checkpoints(run_dir)
+    if not found and restart and not is_finished(run_dir):
+        return ResumePlan("restart", None, run_dir, None, config, skipped)
     if not found:
         why = f" ({'; '.join(skipped)})" if skipped else ""
         raise UserError(f"--resume {resume}: {run_dir} has no complete checkpoint-N folder to resume from{why}; "
@@ -201,7 +225,7 @@ def resolve_resume(resume: str, output_dir: str | None, root: Path) -> ResumePla
         run_dir = Path(output_dir) if output_dir else _latest_run(root)
         if run_dir is None:
             raise UserError(f"--resume latest: no run with a checkpoint under {root}; pass --resume PATH")
-        return _continue_plan(resume, run_dir)
+        return _continue_plan(resume, run_dir, restart=True)
 
     path = Path(resume)
     if not path.exists():
@@ -218,9 +242,9 @@ def resolve_resume(resume: str, output_dir: str | None, root: Path) -> ResumePla
             try:
                 return _continue_plan(resume, path)
             except UserError:
-                if not (path / FINAL_DIR / "config.json").is_file():
+                if not is_finished(path):
                     raise
-        if (path / FINAL_DIR / "config.json").is_file():
+        if is_finished(path):
             return ResumePlan("finetune", None, path, path / FINAL_DIR, _run_config(resume, path))
         raise UserError(f"--resume {resume}: this run has no complete checkpoint and no final/ model to start from")
     if (path / "config.json").is_file():

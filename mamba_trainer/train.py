@@ -93,7 +93,10 @@ def resolve_run(parsed) -> Resolved:
     optimizer_type = r.optimizer or parsed.preset.get("optimizer", "muon")
     output_dir = Path(t.output_dir) if "output_dir" in explicit else None
     plan = resolve_resume(r.resume, output_dir, CHECKPOINT_ROOT) if r.resume else None
-    parent = plan.parent_config if plan else None
+    restart = plan is not None and plan.mode == "restart"
+    if restart:
+        check_restart(parsed, plan)
+    parent = plan.parent_config if plan and not restart else None
 
     model_size = m.model_size
     if parent is not None:
@@ -126,7 +129,7 @@ def resolve_run(parsed) -> Resolved:
         if pid:
             raise UserError(f"{folder} is already running (pid {pid}); see train_background.sh --status, "
                             "or stop it with train_background.sh --stop")
-    if plan is not None and plan.mode == "continue":
+    if plan is not None and plan.mode in ("continue", "restart"):
         if output_dir is not None and output_dir.resolve() != plan.run_dir.resolve():
             raise UserError(f"--resume continues {plan.run_dir}; drop --output_dir or make it that folder")
         output_dir = plan.run_dir
@@ -140,6 +143,22 @@ def resolve_run(parsed) -> Resolved:
         raise UserError(f"--data_dir {parsed.data.data_dir}: no such folder or file; run prepare_cot_dataset.py "
                         "first or fix the path")
     return Resolved(model_size, optimizer_type, output_dir, plan)
+
+
+def check_restart(parsed, plan) -> None:
+    """A run started again from step 0 (``--resume latest`` with nothing whole to resume) must be the run its folder
+    was started as: the same settings as its ``run_config.json`` (``run_settings``), else one line names the first
+    difference and the command that started it."""
+    if plan.parent_config is None:  # nothing recorded yet: the flags given now are the run
+        return
+    from .run_settings import first_difference, recorded_settings, settings_of
+
+    diff = first_difference(recorded_settings(plan.run_dir), settings_of(parsed.argv, plan.run_dir))
+    if diff:
+        started = " ".join(plan.parent_config.get("argv") or [])
+        raise UserError(f"--resume latest: {plan.run_dir} has no whole checkpoint, and starting it again from step 0 "
+                        f"needs the settings it was started with ({diff[0]}: {diff[1]!r} there, {diff[2]!r} now); "
+                        f"pass its flags again (mamba-train {started} --resume latest) or choose another --output_dir")
 
 
 def run(argv: list[str], resolve_only: bool = False) -> int:
@@ -347,8 +366,8 @@ def new_run_config(parsed, resolved: Resolved, model, tokenizer_name: str, data_
         "muon": dataclasses.asdict(mu),
         "data": {**dataclasses.asdict(d), **data_info},
         "prompt_template": PROMPT_TEMPLATE,
-        "parent_run": str(plan.run_dir) if plan and plan.run_dir else None,
-        "parent_model": str(plan.model_path) if plan else None,
+        "parent_run": str(plan.run_dir) if plan and plan.mode == "finetune" and plan.run_dir else None,
+        "parent_model": str(plan.model_path) if plan and plan.mode == "finetune" else None,
         "training_arguments": t.to_dict(),
     }
 
@@ -369,6 +388,10 @@ def write_run_files(trainer, parsed, resolved: Resolved, model, tokenizer_name: 
         rundir.truncate_metrics(output_dir, int(plan.checkpoint.name.split("-")[1]))
     else:
         config = new_run_config(parsed, resolved, model, tokenizer_name, data_info)
+    if plan is not None and plan.mode == "restart" and plan.parent_config is not None:  # a killed start: its lines go
+        config["restarts"] = [*((plan.parent_config or {}).get("restarts") or []),
+                              {"argv": parsed.argv, "why": plan.describe()}]
+        rundir.truncate_metrics(output_dir, -1)
     rundir.write_json(output_dir / rundir.RUN_CONFIG, config)
     # A continued run keeps the optimizer.json it started with: the checkpoint's parameter groups (lrs, fused
     # mode, ...) replace the ones built from today's flags and presets when the Trainer loads optimizer.pt.
@@ -382,7 +405,7 @@ def announce_run(t, resolved: Resolved) -> None:
         continuing = resolved.continuing
         print(f"run folder: {resolved.output_dir}" + (f" (resuming {resolved.plan.checkpoint.name})" if continuing
                                                       else ""), flush=True)
-        if continuing:
+        if continuing or (resolved.plan is not None and resolved.plan.mode == "restart"):
             print(resolved.plan.describe(), flush=True)
 
 

@@ -21,6 +21,8 @@ from mamba_trainer.errors import UserError
 from mamba_trainer.rundir import checkpoint_problem, resolve_resume
 from mamba_trainer.train import KILL_HOOK_ENV
 
+pytestmark = pytest.mark.integration  # every test reads or makes subprocess trainings
+
 REPO = Path(__file__).resolve().parent.parent
 FLAGS = ["--model_size", "hybrid-tiny", "--training_preset", "muon_smoke", "--max_steps", "4", "--save_steps", "2",
          "--eval_steps", "2", "--logging_steps", "1", "--max_seq_length", "16", "--per_device_train_batch_size", "1",
@@ -114,5 +116,49 @@ def test_empty_state_and_no_run_config_is_one_line(reference, tmp_path):
         resolve_resume("latest", str(run_dir), tmp_path)
     assert "\n" not in str(info.value)
     shutil.copy(reference / "run_config.json", run_dir / "run_config.json")
-    with pytest.raises(UserError, match="no complete checkpoint.*lacks global_step"):
-        resolve_resume("latest", str(run_dir), tmp_path)
+    with pytest.raises(UserError, match="no complete checkpoint.*lacks global_step"):  # a PATH is not restarted
+        resolve_resume(str(run_dir), None, tmp_path)
+    (run_dir / "checkpoint-2.incomplete").rename(run_dir / "checkpoint-2")
+    plan = resolve_resume("latest", str(run_dir), tmp_path)  # --resume latest starts it again (a loop must end)
+    assert plan.mode == "restart" and plan.skipped == ["checkpoint-2: trainer_state.json lacks global_step, log_history"]
+    assert "starting the run again from step 0" in plan.describe() and "lacks global_step" in plan.describe()
+
+
+def test_restart_plans_for_resume_latest(reference, tmp_path):
+    """``--resume latest`` with nothing whole to resume: a folder not there yet or without run_config.json (a
+    restart loop's first launch, a kill before the run files) restarts with the flags given; a finished run is
+    never restarted and answers as before."""
+    for folder in (tmp_path / "new", tmp_path / "empty"):
+        folder.mkdir(exist_ok=folder.name == "new")
+        plan = resolve_resume("latest", str(folder), tmp_path)
+        assert (plan.mode, plan.run_dir, plan.parent_config) == ("restart", folder, None)
+        assert "nothing to resume" in plan.describe() and "(no run_config.json)" in plan.describe()
+    finished = tmp_path / "finished"
+    shutil.copytree(reference, finished, ignore=shutil.ignore_patterns("checkpoint-*"))
+    with pytest.raises(UserError, match="has no complete checkpoint-N folder to resume from"):
+        resolve_resume("latest", str(finished), tmp_path)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a run folder"):
+        resolve_resume("latest", str(tmp_path / "a_file"), tmp_path)
+
+
+@pytest.mark.parametrize("kill_at", ["step:1", "save:2"], ids=["before-first-checkpoint", "mid-first-checkpoint"])
+def test_restart_loop_ends_with_the_uninterrupted_weights(reference, tmp_path, kill_at):
+    """``until mamba-train FLAGS --resume latest; do :; done``: killed before its first checkpoint is whole, the
+    next launch starts the run again from step 0 (once the flags match the folder's run_config.json) and ends with
+    the weights of a run never killed."""
+    run_dir = tmp_path / "run"
+    killed = train(run_dir, "--resume", "latest", kill_at=kill_at)  # the loop's first launch: no folder yet
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    other = train(run_dir, "--resume", "latest", "--learning_rate", "0.03")
+    assert other.returncode == 2 and "learning_rate" in other.stderr and "pass its flags again" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1, other.stderr
+    done = train(run_dir, "--resume", "latest")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nothing whole to resume" in done.stdout and "starting the run again from step 0" in done.stdout
+    assert_same_weights(reference, run_dir)
+    config = json.loads((run_dir / "run_config.json").read_text())
+    assert len(config["restarts"]) == 1 and config["parent_run"] is None
+    steps = [json.loads(ln).get("step") for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(ln) and "eval_loss" not in json.loads(ln)]
+    assert steps == [1, 2, 3, 4]  # the killed start's lines are gone

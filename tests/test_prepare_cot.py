@@ -265,6 +265,22 @@ def test_user_mistakes_are_one_line_errors(script_main, tmp_path, capsys, monkey
     assert err[-1].startswith("error: ") and message in err[-1]
 
 
+@pytest.mark.parametrize("content, message", [("", "is empty; put one JSON object per line in it"),
+                                              ('{"instruction": "x"', "could not read"),
+                                              ("\n\n", "is empty")], ids=["empty", "malformed", "blank-lines"])
+def test_unreadable_data_files_are_one_line_errors(script_main, tmp_path, capsys, monkeypatch, content, message):
+    """The same line ``mamba-train --data_dir`` gives for the same file (an empty file used to end in StopIteration)."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    path = tmp_path / "data.jsonl"
+    path.write_text(content)
+    assert script_main(["--output", str(tmp_path / "out"), "--data_files", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1] and str(path) in err[-1]
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_needs_overwrite_and_must_be_a_dataset(script_main, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
