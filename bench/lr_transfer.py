@@ -47,7 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 PROXIES = ROOT / "bench" / "lr_transfer" / "proxies.yaml"
-os.environ["MAMBA_TRAINER_PRESETS"] = str(PROXIES)  # the proxies are sizes for every run (and the reuse check)
 
 import convergence  # noqa: E402  (bench/convergence.py)
 
@@ -82,10 +81,10 @@ def best_lr(results: dict[float, float]) -> tuple[float | None, float | None]:
     neighbours in log2(lr), kept within them (the grid best where the best sits on an edge). None when nothing
     finite.
 
-    >>> best_lr({1e-3: 3.0, 2e-3: 2.0, 4e-3: 3.0})
-    (0.002, 0.002)
-    >>> round(best_lr({1e-3: 2.5, 2e-3: 2.0, 4e-3: 3.0})[1], 6)
-    0.001682
+    >>> [round(x, 6) for x in best_lr({1e-3: 3.0, 2e-3: 2.0, 4e-3: 3.0})]
+    [0.002, 0.002]
+    >>> round(best_lr({1e-3: 2.5, 2e-3: 2.0, 4e-3: 3.0})[1], 6)  # 2e-3 * 2 ** -(1/6): the vertex leans to 1e-3
+    0.001782
     """
     finite = {lr: v for lr, v in results.items() if math.isfinite(v)}
     if not finite:
@@ -150,6 +149,7 @@ class Slots:
 
 class Study:
     def __init__(self, args):
+        os.environ["MAMBA_TRAINER_PRESETS"] = str(PROXIES)  # the proxies are sizes for every run and reuse check
         self.args = args
         self.out = Path(args.out)
         self.slots = Slots(args.workers)

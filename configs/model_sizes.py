@@ -160,3 +160,40 @@ MODEL_CONFIGS: dict[str, dict] = {
         ),
     },
 }
+
+
+def proxy_size(size: str, layers: int, *, width: int | None = None, tokenizer: str | None = None,
+               chunk_size: int | None = 64) -> dict:
+    """A reduced-depth stand-in for the named ``size``, as a ``MODEL_CONFIGS`` entry (``load_presets_file`` form
+    with ``base``), for sweeping learning rates at the size's real width on a CPU or one GPU.
+
+    It keeps the size's heads, SSM state and expansion at its own width (or at ``width``, with the head widths
+    kept: Mamba2 heads 64 wide, the shared attention's heads as wide as the size's), and has ``layers`` layers; a
+    hybrid uses its shared block once, as the last layer. ``tokenizer`` replaces the size's (the bundled one for CPU
+    studies); ``chunk_size`` sets the SSD scan's chunk (exact for any chunk; 64 is faster on a CPU, None keeps it).
+
+    >>> p = proxy_size("hybrid-small-standard", 3)
+    >>> p["base"], p["config"]["layers_block_type"], p["config"]["num_hidden_layers"]
+    ('hybrid-small-standard', ['linear_attention', 'linear_attention', 'hybrid'], 3)
+    >>> proxy_size("mamba-small", 2, width=192)["config"]["num_heads"]
+    6
+    """
+    entry = MODEL_CONFIGS[size]
+    config: dict = {"num_hidden_layers": int(layers)}
+    if entry["architecture"] == "zamba2":
+        config["layers_block_type"] = hybrid_layers(int(layers), int(layers))
+    if width is not None and width != entry["config"]["hidden_size"]:
+        hidden = entry["config"]["hidden_size"]
+        config["hidden_size"] = int(width)
+        if entry["architecture"] == "zamba2":
+            head = 2 * hidden // entry["config"]["num_attention_heads"]
+            config.update(n_mamba_heads=2 * width // 64, num_attention_heads=max(2 * width // head, 1))
+        else:
+            config["num_heads"] = 2 * width // 64
+    if chunk_size is not None:
+        config["chunk_size"] = int(chunk_size)
+    shown = f"width {width}, " if width is not None else ""
+    out = {"base": size, "description": f"{size} proxy: {shown}{layers} layers", "config": config}
+    if tokenizer is not None:
+        out["tokenizer"] = tokenizer
+    return out

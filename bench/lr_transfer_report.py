@@ -1,0 +1,228 @@
+"""Tables, the fitted lr rule and the muP-style plots of the lr-transfer study (``bench/lr_transfer.py --report``).
+
+Reads every finished run folder under the study's ``--out`` (``<condition>/<size>/<run>/metrics.jsonl``), so it
+reports whatever part of the study has run. Writes ``summary.md``, ``rule.json`` and ``lr_transfer_<family>.png``
+(final eval loss vs lr, one curve per width, for AdamW and Muon side by side; plus best lr vs horizon).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import convergence  # noqa: E402
+from lr_transfer import BASE, FAMILIES, FIT_WIDTHS, best_lr, condition_name, fit_power  # noqa: E402
+
+RUN_RE = re.compile(r"^(adamw|muon)(?:_(.+))?_lr([0-9.e+-]+)_seed(\d+)$")
+SIZE_RE = re.compile(r"^proxy-(\w+)-(\d+)$")
+BASE_CONDITION = condition_name(BASE["steps"], BASE["batch"])
+
+
+def collect(out: Path) -> list[dict]:
+    """One record per finished run folder: condition, family, width, kind, variant, lr, seed, final, curve."""
+    runs = []
+    for metrics in sorted(out.glob("*/*/*/metrics.jsonl")):
+        run_dir = metrics.parent
+        name, size, condition = run_dir.name, run_dir.parent.name, run_dir.parent.parent.name
+        m, s = RUN_RE.match(name), SIZE_RE.match(size)
+        if not (m and s) or not convergence.is_complete(run_dir):
+            continue
+        summary = convergence.summarize_run(convergence.read_metrics(run_dir))
+        config = json.loads((run_dir / "run_config.json").read_text())
+        runs.append({"condition": condition, "family": s.group(1), "width": int(s.group(2)), "kind": m.group(1),
+                     "variant": m.group(2) or "", "lr": float(m.group(3)), "seed": int(m.group(4)),
+                     "adamw_lr": config.get("muon", {}).get("adamw_lr"), "final": summary["final"],
+                     "status": summary["status"], "steps": summary["steps"], "curve": summary["curve"],
+                     "params": config["model"].get("num_parameters")})
+    return runs
+
+
+def sweeps(runs: list[dict]) -> dict[tuple, dict[float, float]]:
+    """(condition, family, kind, variant, width) -> {lr: final loss} over seed 0."""
+    table = defaultdict(dict)
+    for r in runs:
+        if r["seed"] == 0:
+            table[(r["condition"], r["family"], r["kind"], r["variant"], r["width"])][r["lr"]] = r["final"]
+    return table
+
+
+def within(predicted: float, measured: float, factor: float = 2.0) -> bool:
+    """Whether ``predicted`` is within ``factor`` of ``measured`` (both ways)."""
+    return max(predicted / measured, measured / predicted) <= factor * (1 + 1e-9)
+
+
+def rule_from(table) -> dict:
+    """Per family and optimizer: the best lr at each width of the base condition, the power law fitted through the
+    fit widths, and how its prediction compares with the measured best at every other width."""
+    rule = {}
+    for family in FAMILIES:
+        for kind in ("adamw", "muon"):
+            widths = sorted(w for (c, f, k, v, w) in table if (c, f, k, v) == (BASE_CONDITION, family, kind, ""))
+            best = {}
+            for w in widths:
+                grid, fine = best_lr(table[(BASE_CONDITION, family, kind, "", w)])
+                if grid is not None:
+                    best[w] = {"grid": grid, "refined": fine, "points": len(table[(BASE_CONDITION, family, kind, "", w)])}
+            fit = {w: best[w]["refined"] for w in FIT_WIDTHS if w in best}
+            if len(fit) < 2:
+                rule[f"{family}/{kind}"] = {"best": best, "fit": None}
+                continue
+            c, alpha = fit_power(fit)
+            checks = {w: {"predicted": c * (w / 192) ** alpha, "measured": best[w]["refined"],
+                          "within_2x": within(c * (w / 192) ** alpha, best[w]["refined"])} for w in best}
+            rule[f"{family}/{kind}"] = {"best": best, "fit": {"lr_at_192": c, "width_exponent": alpha,
+                                                              "fit_widths": sorted(fit)}, "checks": checks}
+    return rule
+
+
+def fmt_lr(lr):
+    return f"{lr:.3g}" if lr is not None else "-"
+
+
+def tables_md(table, rule) -> str:
+    lines = [f"### Final eval loss by lr, base condition ({BASE['steps']} steps of {BASE['batch']} x {BASE['seq_len']} "
+             "tokens, seed 0); **bold** = best", ""]
+    for family in FAMILIES:
+        for kind, variant in (("adamw", ""), ("muon", ""), ("muon", "rms")):
+            keys = sorted(k for k in table if k[:4] == (BASE_CONDITION, family, kind, variant))
+            if not keys:
+                continue
+            lrs = sorted({lr for k in keys for lr in table[k]})
+            name = {"adamw": "AdamW", "muon": "Muon (original)"}[kind] if not variant else "Muon (match_rms_adamw)"
+            lines += [f"**{family} — {name}**", "", "| width | " + " | ".join(f"{lr:g}" for lr in lrs) + " | best (refined) |",
+                      "|---" * (len(lrs) + 2) + "|"]
+            for k in keys:
+                res = table[k]
+                grid, fine = best_lr(res)
+                cells = []
+                for lr in lrs:
+                    v = res.get(lr)
+                    text = "" if v is None else ("diverged" if not math.isfinite(v) else f"{v:.4f}")
+                    cells.append(f"**{text}**" if lr == grid else text)
+                lines.append(f"| {k[4]} | " + " | ".join(cells) + f" | {fmt_lr(grid)} ({fmt_lr(fine)}) |")
+            lines.append("")
+    lines += ["### The fitted rule (lr = c x (width/192)^alpha, fitted on widths "
+              f"{', '.join(map(str, FIT_WIDTHS))}) and how it predicts every width", "",
+              "| family / optimizer | c (lr at 192) | alpha | width | predicted | measured best | within 2x |",
+              "|---|---|---|---|---|---|---|"]
+    for key, r in rule.items():
+        if not r["fit"]:
+            lines.append(f"| {key} | not fitted yet ({len(r['best'])} widths done) | | | | | |")
+            continue
+        for w, chk in sorted(r["checks"].items()):
+            lines.append(f"| {key} | {r['fit']['lr_at_192']:.3g} | {r['fit']['width_exponent']:+.2f} | {w} | "
+                         f"{chk['predicted']:.3g} | {chk['measured']:.3g} | {'yes' if chk['within_2x'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def horizon_md(table) -> tuple[str, dict]:
+    """Best lr at width 192 by condition (steps, batch): the horizon and batch trends."""
+    trend = defaultdict(dict)
+    for (cond, family, kind, variant, width), res in table.items():
+        if width == 192 and variant == "":
+            grid, fine = best_lr(res)
+            if grid is not None:
+                trend[f"{family}/{kind}"][cond] = {"grid": grid, "refined": fine, "points": len(res)}
+    lines = ["### Best lr at width 192 by horizon and batch", "", "| family / optimizer | condition | points | best (refined) |",
+             "|---|---|---|---|"]
+    for key in sorted(trend):
+        for cond in sorted(trend[key], key=lambda c: tuple(int(x) for x in re.findall(r"\d+", c))):
+            t = trend[key][cond]
+            lines.append(f"| {key} | {cond} | {t['points']} | {t['grid']:g} ({t['refined']:.3g}) |")
+    return "\n".join(lines) + "\n", trend
+
+
+def seeds_md(runs, rule) -> str:
+    """At the widest proxy, Muon vs AdamW at the rule's lrs on every seed both have: steps ratio (convergence.compare)."""
+    lines = ["### Muon vs AdamW at width 1024 at the rule's lrs (steps to AdamW's final eval loss)", ""]
+    for family in FAMILIES:
+        picks = {}
+        for kind in ("adamw", "muon"):
+            fit = (rule.get(f"{family}/{kind}") or {}).get("fit")
+            if not fit:
+                continue
+            lr = fit["lr_at_192"] * (1024 / 192) ** fit["width_exponent"]
+            mine = [r for r in runs if (r["condition"], r["family"], r["kind"], r["variant"], r["width"])
+                    == (BASE_CONDITION, family, kind, "", 1024)]
+            if mine:  # the grid point nearest the rule's lr (the study ran the rule's grid point on every seed)
+                nearest = min({r["lr"] for r in mine}, key=lambda x: abs(math.log(x / lr)))
+                picks[kind] = sorted((r for r in mine if r["lr"] == nearest), key=lambda r: r["seed"])
+        if len(picks) < 2:
+            lines.append(f"- {family}: not run yet")
+            continue
+        seeds = sorted({r["seed"] for r in picks["adamw"]} & {r["seed"] for r in picks["muon"]})
+        a = [r for r in picks["adamw"] if r["seed"] in seeds]
+        m = [r for r in picks["muon"] if r["seed"] in seeds]
+        cmp = convergence.compare(a, m)
+        ratios = ", ".join(f"{x:.2f}" if math.isfinite(x) else "> 1" for x in cmp["steps_ratios"])
+        sr = cmp["steps_ratio"]
+        lines.append(f"- {family}: AdamW lr {a[0]['lr']:g}, Muon lr {m[0]['lr']:g}, seeds {seeds}: steps ratio "
+                     + (f"{sr['mean']:.2f} ± {sr['std']:.2f} (per seed {ratios})" if sr else f"not reached ({ratios})")
+                     + f"; final loss AdamW {cmp['adamw_final']['mean']:.4f}, Muon {cmp['muon_final']['mean']:.4f}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table, trend, path_for) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for family in FAMILIES:
+        fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+        for ax, (kind, variant, title) in zip(axes[:2], (("adamw", "", "AdamW"), ("muon", "", "Muon (adjust_lr=original)"))):
+            keys = sorted(k for k in table if k[:4] == (BASE_CONDITION, family, kind, variant))
+            for k in keys:
+                res = sorted((lr, v) for lr, v in table[k].items() if math.isfinite(v))
+                if res:
+                    ax.plot([x for x, _ in res], [y for _, y in res], marker="o", label=f"width {k[4]}")
+            rms = sorted(k for k in table if k[:4] == (BASE_CONDITION, family, "muon", "rms"))
+            if kind == "muon":
+                for k in rms:
+                    res = sorted((lr, v) for lr, v in table[k].items() if math.isfinite(v))
+                    ax.plot([x for x, _ in res], [y for _, y in res], ls="--", marker="x",
+                            label=f"width {k[4]}, match_rms_adamw")
+            ax.set(xscale="log", xlabel="learning rate", ylabel="final eval loss", title=f"{family}: {title}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        ax = axes[2]
+        for kind, marker in (("adamw", "o"), ("muon", "s")):
+            t = trend.get(f"{family}/{kind}", {})
+            pts = sorted((int(re.match(r"s(\d+)_b4$", c).group(1)), v["refined"]) for c, v in t.items()
+                         if re.match(r"s(\d+)_b4$", c))
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], marker=marker, label=f"{kind}, batch 4")
+        ax.set(xscale="log", yscale="log", xlabel="steps (horizon)", ylabel="best lr (refined)",
+               title=f"{family}: best lr vs horizon (width 192)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = path_for(family)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def report(out: Path, plot_dir: Path | None = None) -> int:
+    runs = collect(out)
+    table = sweeps(runs)
+    rule = rule_from(table)
+    horizon, trend = horizon_md(table)
+    md = "\n".join([f"# lr-transfer study: {len(runs)} finished runs", "", tables_md(table, rule), horizon,
+                    seeds_md(runs, rule)])
+    (out / "summary.md").write_text(md)
+    (out / "rule.json").write_text(json.dumps(rule, indent=1, sort_keys=True, default=str) + "\n")
+    plots = plot(table, trend, lambda f: (plot_dir or out) / f"lr_transfer_{f}.png")
+    print(md)
+    print("plots: " + ", ".join(map(str, plots)))
+    return 0

@@ -1,0 +1,141 @@
+"""bench/lr_transfer.py and its report: the proxies are the named sizes' shapes at their widths, and the pure parts
+(2x grids, refined best lr, power-law fit, run scheduling by priority, the report's fitted rule). No training."""
+
+import doctest
+import json
+import math
+import threading
+import time
+
+import pytest
+import torch
+import yaml
+
+from configs.model_configs import MODEL_CONFIGS
+from configs.model_sizes import proxy_size
+
+WIDTH_OF = {640: "small-standard", 768: "small-pro", 1024: "medium"}
+
+
+@pytest.fixture(scope="module")
+def lt(bench_script):
+    return bench_script("lr_transfer")
+
+
+@pytest.fixture(scope="module")
+def report(bench_script, lt):
+    return bench_script("lr_transfer_report")
+
+
+@pytest.fixture(scope="module")
+def proxies(lt):
+    return yaml.safe_load(lt.PROXIES.read_text())["models"]
+
+
+def test_doctests(lt, report):
+    result = doctest.testmod(lt)
+    assert result.failed == 0 and result.attempted >= 3
+
+
+@pytest.mark.parametrize("family", ["hybrid", "mamba"])
+@pytest.mark.parametrize("width", [192, 512, 640, 768, 1024])
+def test_proxy_is_the_named_size_at_its_width(proxies, family, width):
+    """Each proxy in proxies.yaml is ``proxy_size`` of its named size: 3 layers, the named size's head widths,
+    state and expansion, the hybrid's shared block used once; built, it has those shapes."""
+    from mamba_trainer.models import build_config
+
+    named = f"{family}-{WIDTH_OF.get(width, 'small')}"
+    entry = proxies[f"proxy-{family}-{width}"]
+    expected = proxy_size(named, 3, width=width if width == 192 else None, tokenizer="bundled")
+    assert entry["base"] == named and entry["tokenizer"] == "bundled" and entry["config"] == expected["config"]
+
+    from configs.model_configs import load_presets_file
+
+    load_presets_file_once(load_presets_file, proxies)
+    config = build_config(f"proxy-{family}-{width}", vocab_size=1024)
+    base = build_config(named, vocab_size=1024)
+    assert config.hidden_size == width and config.num_hidden_layers == 3
+    if family == "hybrid":
+        assert config.layers_block_type == ["linear_attention", "linear_attention", "hybrid"]
+        assert (config.mamba_headdim, config.attention_head_dim, config.mamba_d_state, config.mamba_expand) == (
+            base.mamba_headdim, base.attention_head_dim, base.mamba_d_state, base.mamba_expand)
+    else:
+        assert (config.head_dim, config.state_size, config.expand, config.n_groups) == (
+            base.head_dim, base.state_size, base.expand, base.n_groups)
+        assert config.num_heads * config.head_dim == config.expand * width
+
+
+_LOADED = []
+
+
+def load_presets_file_once(load, proxies):
+    """Register the proxies once per session (a later file may redefine them; built-ins never change)."""
+    if not _LOADED:
+        from pathlib import Path
+
+        load(Path(__file__).resolve().parents[1] / "bench" / "lr_transfer" / "proxies.yaml")
+        _LOADED.append(True)
+    assert all(name in MODEL_CONFIGS for name in proxies)
+
+
+def test_grid_and_fit(lt):
+    for kind in ("adamw", "muon"):
+        for k in range(-4, 6):
+            assert lt.grid_index(kind, lt.grid_lr(kind, k)) == k
+    assert lt.grid_lr("muon", 3) == 0.08 and lt.grid_lr("adamw", -1) == 0.0005
+    c, alpha = lt.fit_power({192: 4e-3, 384: 2e-3, 768: 1e-3})
+    assert c == pytest.approx(4e-3) and alpha == pytest.approx(-1.0)
+    assert lt.fit_power({512: 3e-3}) == (pytest.approx(3e-3), 0.0)
+    # the edge best is not refined past the grid; a diverged neighbour keeps the grid point
+    assert lt.best_lr({1e-3: 2.0, 2e-3: 2.5, 4e-3: 3.0}) == (1e-3, 1e-3)
+    assert lt.best_lr({1e-3: math.inf, 2e-3: 2.0, 4e-3: 3.0}) == (2e-3, 2e-3)
+    assert lt.best_lr({1e-3: math.inf}) == (None, None)
+    grid, fine = lt.best_lr({1e-3: 2.2, 2e-3: 2.0, 4e-3: 2.1})
+    assert grid == 2e-3 and 2e-3 < fine < 4e-3  # the vertex leans to the better neighbour
+
+
+def test_slots_start_waiting_runs_in_priority_order(lt):
+    slots, order, gate = lt.Slots(1), [], threading.Event()
+    holder = threading.Thread(target=slots.run, args=(0, gate.wait))
+    holder.start()
+    time.sleep(0.05)
+    waiting = [threading.Thread(target=slots.run, args=(p, order.append, p)) for p in (3, 1, 2, 1)]
+    for t in waiting:
+        t.start()
+        time.sleep(0.02)
+    gate.set()
+    for t in [holder, *waiting]:
+        t.join(5)
+    assert order == [1, 1, 2, 3]
+
+
+def fake_run(root, condition, size, name, final, steps=300):
+    run = root / condition / size / name
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "config.json").write_text("{}")
+    (run / "run_config.json").write_text(json.dumps({"model": {"num_parameters": 1}, "muon": {"adamw_lr": None}}))
+    records = [{"step": 0, "elapsed_s": 1, "eval_loss": 7.0, "eval_runtime": 1},
+               {"step": steps, "elapsed_s": 10, "eval_loss": final, "eval_runtime": 1},
+               {"step": steps, "event": "end", "reason": "completed"}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_report_fits_the_rule_and_checks_each_width(report, tmp_path):
+    """Synthetic sweeps whose minima move as 1/width for AdamW and stay put for Muon: the fit finds exponents
+    -1 and 0 from widths 192/512, and the 1,024 check passes; an unfinished run is not read."""
+    best = {"adamw": {192: 4e-3, 512: 1.5e-3, 1024: 0.75e-3}, "muon": {192: 2e-2, 512: 2e-2, 1024: 2e-2}}
+    for kind, widths in best.items():
+        for width, lr_star in widths.items():
+            for k in range(-3, 4):
+                lr = float(f"{(1e-3 if kind == 'adamw' else 1e-2) * 2.0 ** k:.6g}")
+                fake_run(tmp_path, "s300_b4", f"proxy-hybrid-{width}", f"{kind}_lr{lr:g}_seed0",
+                         2.0 + 0.1 * math.log2(lr / lr_star) ** 2)
+    (tmp_path / "s300_b4" / "proxy-hybrid-192" / "muon_lr0.02_seed0" / "final" / "config.json").unlink()
+    runs = report.collect(tmp_path)
+    assert len(runs) == 2 * 3 * 7 - 1
+    rule = report.rule_from(report.sweeps(runs))["hybrid/adamw"]
+    assert rule["fit"]["width_exponent"] == pytest.approx(-1.0, abs=0.15)
+    assert all(check["within_2x"] for check in rule["checks"].values())
+    muon = report.rule_from(report.sweeps(runs))["hybrid/muon"]
+    assert abs(muon["fit"]["width_exponent"]) < 0.3 and muon["checks"][1024]["within_2x"]
+    assert report.within(1e-3, 2e-3) and not report.within(1e-3, 2.1e-3)
