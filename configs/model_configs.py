@@ -206,6 +206,10 @@ TRAINING_KEYS = {
                                               "with in_proj's dt rows on AdamW at --adamw_lr; auto = "
                                               "per_block_dt_adamw for Mamba2, whole for the rest (measured: "
                                               "docs/benchmarks.md)."),
+    "lr_width": _Num(int, **_POS, nullable=True,
+                     help="Width at which --learning_rate and --adamw_lr are stated: the run carries them to the "
+                          "model's width by the rule in configs/lr_rule.py and prints what it used (default: none, "
+                          "the lrs apply as written). Flags given with it are carried too; without it, as given."),
 }
 
 

@@ -49,6 +49,8 @@ BASE: dict = {
     # fused projections (in_proj, gate_up_proj) by model family: per row block with the dt rows on AdamW for pure
     # Mamba2 (won every seed at 400 steps), one matrix as reference Muon for Zamba2 (per-block lost every seed)
     "fused_blocks": "auto",
+    # the lrs apply as written at every width until the lr-transfer study sets a measured rule (configs/lr_rule.py)
+    "lr_width": None,
 }
 
 _MUON = {

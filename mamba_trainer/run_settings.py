@@ -46,13 +46,18 @@ def _resolved_muon(muon: dict, model_type: str | None) -> dict:
 def settings_of(argv: list[str], run_dir: Path) -> dict:
     """The settings a ``mamba-train`` run with ``argv`` (its flags, without --output_dir) and folder ``run_dir``
     would use: parsed and finalized as ``mamba-train`` does, "auto" fused mode resolved for the model size."""
+    from configs.model_configs import MODEL_CONFIGS
+
     from .args import parse_args
-    from .train import DEFAULT_MODEL_SIZE, finalize_training_args
+    from .train import DEFAULT_MODEL_SIZE, apply_lr_rule, finalize_training_args
 
     parsed = parse_args([*argv, "--output_dir", str(run_dir)])
     finalize_training_args(parsed, Path(run_dir))
     size = parsed.model.model_size or ("custom" if parsed.model.model_name_or_path else DEFAULT_MODEL_SIZE)
     optimizer = parsed.run.optimizer or parsed.preset.get("optimizer", "muon")
+    if size in MODEL_CONFIGS:  # the lrs the run trains with: carried to the size's width as mamba-train does
+        entry = MODEL_CONFIGS[size]
+        apply_lr_rule(parsed, optimizer, entry["config"].get("hidden_size"), entry["architecture"])
     settings = {"run": {"model_size": size, "optimizer_type": optimizer, "training_preset": parsed.run.training_preset},
                 "muon": _resolved_muon(dataclasses.asdict(parsed.muon), _model_type(size)),
                 "data": dataclasses.asdict(parsed.data), "training": parsed.training.to_dict()}
