@@ -16,6 +16,8 @@ from mamba_trainer.ablate import main, runner
 from mamba_trainer.ablate.report import GENERATED_PREFIX
 from mamba_trainer.rundir import running_pid
 
+pytestmark = pytest.mark.integration  # every test reads a real sweep of subprocess trainings
+
 BASE = ["--training_preset", "muon_smoke", "--model_size", "hybrid-tiny", "--max_steps", "2", "--eval_steps", "2",
         "--save_steps", "100", "--logging_steps", "1", "--warmup_steps", "0", "--max_grad_norm", "0",
         "--max_train_examples", "200", "--max_eval_examples", "8", "--seed", "7"]
@@ -190,3 +192,38 @@ def test_sweep_killed_mid_variant_reruns_only_that_variant(tmp_path):
     started = [line for line in rerun.stdout.splitlines() if ": starting" in line or ": resuming" in line]
     assert len(started) == 1
     assert {runner.variant_status(d) for d in runs.iterdir()} == {"completed"}
+
+
+# ---- a proxy sweep that writes a preset ---------------------------------------------------------------------------
+def test_proxy_sweep_trains_the_shallow_model_and_writes_a_preset(tmp_path, monkeypatch):
+    """--proxy_layers 2 trains hybrid-tiny's width, heads and state with 2 layers; --write_preset adds the best
+    variant's lrs to the user's presets file (its other entries kept), stated at that width, and mamba-train takes it."""
+    import yaml
+
+    from configs.model_configs import TRAINING_CONFIGS
+    from mamba_trainer.args import parse_args
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    user = tmp_path / "mine.yaml"
+    user.write_text("training:\n  keep_me:\n    base: smoke\n    max_steps: 9\n")
+    flags = [*BASE, "--name", "p", "--lr", "0.005,0.05", "--proxy_layers", "2", "--no_base",
+             "--write_preset", "tuned", "--presets_file", str(user), "--output", "proxy"]
+    assert main(flags) == 0
+    runs = sorted((tmp_path / "proxy" / "runs").iterdir())
+    assert len(runs) == 2
+    for run in runs:
+        config = json.loads((run / "run_config.json").read_text())
+        assert config["model"]["model_size"] == "hybrid-tiny-proxy2"
+        shape = json.loads((run / "final" / "config.json").read_text())
+        assert (shape["hidden_size"], shape["num_hidden_layers"]) == (192, 2)
+        assert shape["layers_block_type"] == ["linear_attention", "hybrid"]
+    written = yaml.safe_load(user.read_text())["training"]
+    assert written["keep_me"] == {"base": "smoke", "max_steps": 9}
+    results = json.loads((tmp_path / "proxy" / "results.json").read_text())
+    best = next(r for r in results["variants"] if r["rank"] == 1)
+    assert written["tuned"] == {"base": "muon_smoke", "learning_rate": best["values"]["lr"], "lr_width": 192,
+                                "adamw_lr": 1e-3, "optimizer": "muon"}
+    assert "## Written preset" in (tmp_path / "proxy" / "README.md").read_text()
+    parsed = parse_args(["--presets_file", str(user), "--training_preset", "tuned"])
+    assert parsed.muon.lr_width == 192 and TRAINING_CONFIGS["tuned"]["learning_rate"] == best["values"]["lr"]

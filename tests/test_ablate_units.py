@@ -303,3 +303,16 @@ def test_adamw_baseline_uses_the_adamw_lr_training_uses(monkeypatch):
     opt = create_muon_optimizer(model, lr=seen["base_lr"], adamw_lr=None, verbose=False)
     assert {g["lr"] for g in opt.param_groups if not g["use_muon"]} == {seen["base_adamw_lr"]}
     assert seen["base_adamw_lr"] != seen["base_lr"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--proxy_layers", "2"], "--proxy_layers needs --model_size"),
+    (["--proxy_layers", "0", "--model_size", "hybrid-tiny"], "must be at least 1"),
+    (["--write_preset", "x"], "needs --presets_file FILE"),
+])
+def test_proxy_and_write_preset_mistakes_are_one_line(tmp_path, monkeypatch, capsys, flags, message):
+    from mamba_trainer.ablate import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--training_preset", "muon_smoke", "--lr", "0.01", "--output", "x", "--dry_run", *flags]) == 2
+    assert message in capsys.readouterr().err

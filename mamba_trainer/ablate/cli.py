@@ -7,6 +7,8 @@
     muon-ablate --spec sweep.yaml                        # the same, from a YAML/JSON file
     muon-ablate --resume_sweep results/lr_mom_ns_20250101_120000   # rerun: finished variants are skipped
     muon-ablate --report results/lr_mom_ns_20250101_120000         # rebuild README, results and plots
+    muon-ablate --model_size hybrid-small-standard --proxy_layers 3 --lr 0.01,0.02,0.04 --max_steps 300 \
+        --write_preset my_muon --presets_file my_presets.yaml    # lrs at the size's width, written as a preset
 
 Factors (grid axes; comma lists, fractions such as 1/32 or 2^-5 allowed): see ``--help``. Any other flag is a
 ``mamba-train`` flag shared by every variant (``--model_size``, ``--max_train_examples``, ...). A named variant
@@ -30,7 +32,7 @@ from .spec import BUILTIN_VARIANTS, SweepSpec, build_variants, load_spec_file, n
 RESULTS_ROOT = Path("results")
 #: Options that define a sweep (refused with --resume_sweep, which reruns the recorded one).
 _SPEC_OPTIONS = ("spec", "name", "training_preset", "max_steps", "time_budget", "divergence_factor", "variant",
-                 "baselines", "no_base", "base_variant", "heatmap", "only")
+                 "baselines", "no_base", "base_variant", "heatmap", "only", "proxy_layers", "write_preset")
 _SWEEP_SETS = ("output_dir", "resume", "run_name")
 
 
@@ -67,6 +69,12 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--no_base", action="store_true", help="do not run the base preset as a variant of its own")
     s.add_argument("--base_variant", help="variant (name or folder) the improvement column compares with")
     s.add_argument("--heatmap", metavar="X,Y[,FACET]", help="grid factors of the heatmap (default: chosen)")
+    s.add_argument("--proxy_layers", type=int, metavar="N",
+                   help="train a proxy of --model_size: its width, heads and state with N layers (a hybrid uses its "
+                        "shared block once), to tune lrs for the full size cheaply")
+    s.add_argument("--write_preset", metavar="NAME",
+                   help="after the sweep, add preset NAME to --presets_file FILE: the best variant's lrs (both "
+                        "sides), stated at the trained width, for mamba-train --presets_file FILE --training_preset NAME")
     r = p.add_argument_group("running")
     r.add_argument("--retry_failed", action="store_true", help="rerun diverged/failed variants too")
     r.add_argument("--dry_run", action="store_true", help="print the variants and their commands, run nothing")
@@ -210,13 +218,42 @@ def run(argv: list[str]) -> int:
         spec = SweepSpec(**recorded["spec"])
     else:
         spec = spec_from_args(ns, check_base_flags(rest, training_flag_names()))
+    sweep_dir = sweep_folder(ns, spec)
+    preset_file = _preset_target(ns, spec)
+    if ns.proxy_layers is not None:
+        from .proxy import proxy_base_flags
+
+        spec.base_flags = proxy_base_flags(spec.base_flags, ns.proxy_layers, sweep_dir)
     spec = normalize(spec)
     variants = resolve_variants(spec)
-    sweep_dir = sweep_folder(ns, spec)
     from .sweep import execute
 
-    return execute(spec, variants, sweep_dir, argv, dry_run=ns.dry_run, retry_failed=ns.retry_failed,
+    code = execute(spec, variants, sweep_dir, argv, dry_run=ns.dry_run, retry_failed=ns.retry_failed,
                    max_workers=ns.max_workers, gpus_per_variant=ns.gpus_per_variant)
+    if code == 0 and ns.write_preset and not ns.dry_run:
+        from ..jsonio import read_json
+        from .proxy import preset_from_best, write_preset
+
+        entry, line = preset_from_best(read_json(sweep_dir / "results.json"), sweep_dir, ns.write_preset)
+        write_preset(preset_file, ns.write_preset, entry)
+        with open(sweep_dir / "README.md", "a") as readme:
+            readme.write(f"\n## Written preset\n\n{line} (in {preset_file})\n")
+        print(f"{line}; written to {preset_file}", flush=True)
+    return code
+
+
+def _preset_target(ns, spec: SweepSpec) -> Path | None:
+    """The presets file --write_preset writes to (its --presets_file); a file not there yet is not loaded."""
+    if not ns.write_preset:
+        return None
+    from .proxy import flag_value, without_flag
+
+    target = flag_value(spec.base_flags, "presets_file")
+    if target is None:
+        raise UserError("--write_preset NAME needs --presets_file FILE: the file the preset is written to")
+    if not Path(target).exists():
+        spec.base_flags = without_flag(spec.base_flags, "presets_file")
+    return Path(target)
 
 
 def _read_sweep(sweep_dir: Path) -> dict | None:
