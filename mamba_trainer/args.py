@@ -81,7 +81,13 @@ class DataArguments:
         metadata={"help": "'prompt_col,response_col' or one text column; GSM8K/MathInstruct are auto-detected."},
     )
     max_seq_length: int = preset_field("max_seq_length")
-    packing: bool = field(default=True, metadata={"help": "Pack examples into full-length sequences."})
+    packing: str = field(
+        default="stream",
+        metadata={"help": "How examples become sequences: bfd (whole examples packed best-fit; position_ids keep them "
+                  "apart in the model), bfd_leaky (the same rows, no boundaries), stream (concatenate and cut: "
+                  "examples split across rows), none (one padded example per row); true = stream, false = none. "
+                  "A continued run keeps the mode it started with."},
+    )
     train_on_prompt: bool = field(
         default=False, metadata={"help": "Also put loss on the prompt (default: response only)."}
     )
@@ -317,6 +323,9 @@ def parse_args(argv: list[str] | None = None) -> ParsedArgs:
     except ValueError as exc:  # TrainingArguments.__post_init__ validation
         raise UserError(first_line(exc)) from None
     model, data, run, muon, training = outputs
+    from .data import packing_mode  # noqa: PLC0415  (data imports datasets: only once parsing succeeded)
+
+    data.packing = packing_mode(data.packing)
     explicit = explicit_dests(parser, argv)
     if "include_num_input_tokens_seen" not in explicit:
         # Counts real tokens for tokens/s (argparse reads this str|bool field as a bool, so it is set here).

@@ -41,6 +41,29 @@ DEFAULT_CONFIGS = {"openai/gsm8k": "main", "gsm8k": "main"}  # datasets that ref
 MIN_EVAL_EXAMPLES = 10  # but never more than a tenth of a tiny dataset
 # int64 throughout: from numpy, datasets would infer int32, and cross-entropy needs int64 labels.
 FEATURES = datasets.Features({c: datasets.List(datasets.Value("int64")) for c in ("input_ids", "labels")})
+#: How examples become training sequences (``--packing``):
+#: bfd: whole examples packed best-fit (``trl.pack_dataset``), each row carrying ``position_ids`` that restart at 0
+#:   per example, so the model keeps the examples apart (``mamba_trainer.packed``); no example is split.
+#: bfd_leaky: the same rows without ``position_ids``: state and attention flow from one example into the next
+#:   (for measuring what the boundaries are worth).
+#: stream: every example concatenated and cut each ``max_seq_length`` tokens (examples split across rows, state
+#:   flowing between them): what ``packing=True`` meant before bfd existed; runs made with it resume with it.
+#: none: one example per row, right-padded (``attention_mask``).
+PACKING_MODES = ("bfd", "bfd_leaky", "stream", "none")
+_PACKING_ALIASES = {True: "stream", False: "none", "true": "stream", "false": "none"}
+
+
+def packing_mode(value) -> str:
+    """The packing mode a ``--packing`` value or a recorded ``packing`` setting names; booleans are the modes they
+    meant when packing was a yes/no setting (True: stream, False: none).
+
+    >>> packing_mode(True), packing_mode("false"), packing_mode("bfd")
+    ('stream', 'none', 'bfd')
+    """
+    mode = _PACKING_ALIASES.get(value.lower() if isinstance(value, str) else value, value)
+    if mode not in PACKING_MODES:
+        raise UserError(f"--packing {value!r}: must be one of {', '.join(PACKING_MODES)} (true = stream, false = none)")
+    return mode
 
 __all__ = ["PROMPT_TEMPLATE", "build_datasets", "format_example", "load_eval_problems", "load_source",
            "resolve_columns", "tokenize_batch", "pack"]
@@ -242,6 +265,48 @@ def pack(dataset: datasets.Dataset, max_seq_length: int, pad_token_id: int) -> t
     return packed, {"padding_tokens": int(pad), "dropped_blocks": int((~keep).sum())}
 
 
+def pack_best_fit(dataset: datasets.Dataset, max_seq_length: int, pad_token_id: int,
+                  boundaries: bool = True) -> tuple[datasets.Dataset, dict]:
+    """Whole examples packed best-fit-decreasing into rows of ``max_seq_length`` tokens (``trl.pack_dataset``).
+
+    An example longer than ``max_seq_length`` is truncated (counted); one left without a label is dropped
+    (counted). Each row is right-padded to ``max_seq_length`` (labels -100). With ``boundaries``, rows carry
+    ``position_ids`` restarting at 0 at each example (and at the padding), as ``DataCollatorWithFlattening`` does,
+    and each example's first token has label -100: predicting it from the previous example is no part of either.
+    """
+    from trl import pack_dataset
+
+    lengths = pc.list_value_length(dataset.with_format("arrow")[:]["input_ids"]).to_numpy()
+    truncated = int((lengths > max_seq_length).sum())
+    has_label = np.array([any(x != IGNORE_INDEX for x in labels[:max_seq_length]) for labels in dataset["labels"]],
+                         dtype=bool) if len(dataset) else np.zeros(0, bool)
+    kept = dataset if has_label.all() else dataset.select(np.flatnonzero(has_label))
+    features = datasets.Features({**FEATURES, **({"position_ids": FEATURES["labels"]} if boundaries else {})})
+    stats = {"truncated_examples": truncated, "dropped_examples": int((~has_label).sum())}
+    if len(kept) == 0:
+        return datasets.Dataset.from_dict({k: [] for k in features}, features=features), {"padding_tokens": 0, **stats}
+    packed = pack_dataset(kept, max_seq_length, strategy="bfd", map_kwargs={"keep_in_memory": True})
+
+    def finish(batch):
+        out = {"input_ids": [], "labels": []} | ({"position_ids": []} if boundaries else {})
+        for ids, labels, seq_lengths in zip(batch["input_ids"], batch["labels"], batch["seq_lengths"]):
+            pad = max_seq_length - len(ids)
+            labels = list(labels)
+            if boundaries:
+                starts = np.cumsum([0, *seq_lengths[:-1]])
+                for start in starts[1:]:
+                    labels[start] = IGNORE_INDEX
+                out["position_ids"].append([i for n in [*seq_lengths, pad] for i in range(n)])
+            out["input_ids"].append(list(ids) + [pad_token_id] * pad)
+            out["labels"].append(labels + [IGNORE_INDEX] * pad)
+        return out
+
+    rows = packed.map(finish, batched=True, batch_size=1000, remove_columns=packed.column_names, features=features,
+                      keep_in_memory=True, desc="Padding packed rows")
+    padding = len(rows) * max_seq_length - int(lengths[has_label].clip(max=max_seq_length).sum())
+    return rows, {"padding_tokens": int(padding), **stats}
+
+
 def _stats(dataset: datasets.Dataset | None, padding_tokens: int = 0) -> dict:
     """Real tokens (padding excluded) and tokens with a label."""
     if dataset is None or len(dataset) == 0:
@@ -267,8 +332,11 @@ def _tokenize(raw, tokenizer, columns, *, max_seq_length, packing, train_on_prom
                         features=FEATURES, keep_in_memory=True, new_fingerprint=_fingerprint("tok", *key),
                         desc="Tokenizing", fn_kwargs=dict(tokenizer=tokenizer, prompt_column=columns[0],
                                                           response_column=columns[1], train_on_prompt=train_on_prompt))
-    if packing:
+    mode = packing_mode(packing)
+    if mode == "stream":
         return pack(tokenized, max_seq_length, tokenizer.pad_token_id)
+    if mode in ("bfd", "bfd_leaky"):
+        return pack_best_fit(tokenized, max_seq_length, tokenizer.pad_token_id, boundaries=mode == "bfd")
     lengths = pc.list_value_length(tokenized.with_format("arrow")[:]["input_ids"]).to_numpy()
     padded = tokenized.map(pad_batch, batched=True, batch_size=1000, keep_in_memory=True, desc="Padding",
                            features=datasets.Features({**FEATURES, "attention_mask": FEATURES["labels"]}),
@@ -298,10 +366,11 @@ def _split_eval(raw, eval_fraction: float, max_eval_examples: int, seed: int):
 
 def build_datasets(tokenizer, *, dataset: str | None = None, dataset_config: str | None = None,
                    dataset_split: str = "train", data_dir: str | Path | None = None, text_column: str | None = None,
-                   max_seq_length: int = 256, packing: bool = True, train_on_prompt: bool = False,
+                   max_seq_length: int = 256, packing: str | bool = "stream", train_on_prompt: bool = False,
                    eval_fraction: float = 0.02, max_eval_examples: int = 500, seed: int = 42,
                    max_train_examples: int | None = None) -> tuple[datasets.Dataset, datasets.Dataset | None, dict]:
-    """(train, eval, info): ``input_ids`` and ``labels`` (plus ``attention_mask`` when not packed), int64.
+    """(train, eval, info): ``input_ids`` and ``labels``, int64, plus ``attention_mask`` when not packed and
+    ``position_ids`` under ``packing="bfd"`` (see ``PACKING_MODES``; both splits are built the same way).
 
     The eval split is the source's own (validation/test of a DatasetDict or of side-by-side files) or
     else ``eval_fraction`` of the examples (at least min(10, n/10), at most ``max_eval_examples``) held
@@ -324,7 +393,7 @@ def build_datasets(tokenizer, *, dataset: str | None = None, dataset_config: str
     if max_train_examples is not None:
         train_raw = train_raw.select(range(min(len(train_raw), max_train_examples)))
 
-    settings = dict(max_seq_length=max_seq_length, packing=packing, train_on_prompt=train_on_prompt)
+    settings = dict(max_seq_length=max_seq_length, packing=packing_mode(packing), train_on_prompt=train_on_prompt)
     train, train_extra = _tokenize(train_raw, tokenizer, columns, **settings)
     eval_, eval_extra = _tokenize(eval_raw, tokenizer, columns, **settings)
     if len(train) == 0:

@@ -82,9 +82,14 @@ def recorded_settings(run_dir: Path) -> dict | None:
         groups = json.loads(described.read_text())
         muon["fused_blocks"] = groups.get("fused_blocks") or fused_mode_of(groups.get("groups", []))
     size = config["model"]["model_size"]
+    data = dict(config["data"])
+    if "packing" in data:  # a yes/no setting before packing modes: True was stream, False none
+        from .data import packing_mode
+
+        data["packing"] = packing_mode(data["packing"])
     return {"run": {"model_size": size, "optimizer_type": config["optimizer_type"],
                     "training_preset": config["training_preset"]},
-            "muon": _resolved_muon(muon, _model_type(size)), "data": config["data"],
+            "muon": _resolved_muon(muon, _model_type(size)), "data": data,
             "training": config["training_arguments"]}
 
 

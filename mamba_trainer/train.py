@@ -139,6 +139,14 @@ def resolve_run(parsed) -> Resolved:
         elif rank == 0 and (is_run_dir(output_dir) or any(output_dir.glob("checkpoint-*"))):
             raise UserError(f"{output_dir} already holds a run; continue it with --resume latest --output_dir "
                             f"{output_dir}, or choose another --output_dir")
+    from .data import packing_mode
+
+    if plan is not None and plan.mode == "continue" and "packing" not in explicit:
+        recorded = packing_mode((parent.get("data") or {}).get("packing", parsed.data.packing))
+        if recorded != parsed.data.packing:  # the batches must be the ones the checkpoint was trained on
+            print(f"data: packing {recorded}, as this run started (--packing {parsed.data.packing} is the default "
+                  "now; a continued run keeps its own)", flush=True)
+            parsed.data.packing = recorded
     if parsed.data.data_dir and not Path(parsed.data.data_dir).exists():
         raise UserError(f"--data_dir {parsed.data.data_dir}: no such folder or file; run prepare_cot_dataset.py "
                         "first or fix the path")

@@ -97,6 +97,61 @@ def test_packing_fixed_blocks_and_no_token_lost(tok):
     assert stats["dropped_blocks"] == 0  # at 128 every block holds some response
 
 
+def _examples(dataset, with_positions: bool):
+    """The (input_ids, labels) of each example in packed rows, split where position_ids restart (pads dropped)."""
+    out = []
+    for row in dataset:
+        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
+        for a, b in zip(starts, starts[1:]):
+            out.append((row["input_ids"][a:b], row["labels"][a:b]))
+    return out
+
+
+def test_best_fit_packing_keeps_every_example_whole(tok):
+    """bfd: each example lies whole in one row, position_ids restart at 0 at each one (and at the padding), the
+    first token's label is -100 (predicting it from the previous example is no part of either), nothing is lost,
+    and the rows are filled to within 5% on the bundled problems at 256 tokens."""
+    common = dict(eval_fraction=0, seed=5, max_train_examples=1500)
+    flat, _, _ = build_datasets(tok, packing="none", max_seq_length=256, **common)
+    alone = sorted((tuple(x for x, m in zip(ex["input_ids"], ex["attention_mask"]) if m),
+                    tuple(x for x, m in zip(ex["labels"], ex["attention_mask"]) if m)) for ex in flat)
+    packed, _, info = build_datasets(tok, packing="bfd", max_seq_length=256, **common)
+    assert set(packed.column_names) == {"input_ids", "labels", "position_ids"}
+    assert all(len(r) == 256 for r in packed["position_ids"]) and len(packed) < len(flat) / 2
+    pieces = [(ids, labels) for ids, labels in _examples(packed, True) if ids[0] != tok.pad_token_id]
+    assert sorted((tuple(i), tuple([alone_label] + l[1:]))
+                  for (i, l), alone_label in zip(pieces, [IGNORE_INDEX] * len(pieces))) == [
+        (i, (IGNORE_INDEX, *l[1:])) for i, l in alone]
+    assert all(labels[0] == IGNORE_INDEX for _, labels in pieces)
+    stats = info["tokens"]["train"]
+    assert stats["padding_tokens"] / (256 * len(packed)) <= 0.05 and stats["truncated_examples"] == 0
+    assert stats["tokens"] == sum(len(i) for i, _ in alone)
+    leaky, _, _ = build_datasets(tok, packing="bfd_leaky", max_seq_length=256, **common)
+    assert leaky.column_names == ["input_ids", "labels"] and leaky["input_ids"] == packed["input_ids"]
+
+
+def test_best_fit_packing_at_1024_tokens_and_truncation(tok):
+    """GSM8K-shaped rows (problems of ~100-250 tokens) fill 1,024-token rows to within 5%; an example longer than
+    a row is truncated and counted, one with no label left is dropped and counted."""
+    packed, _, info = build_datasets(tok, packing="bfd", max_seq_length=1024, eval_fraction=0, seed=1,
+                                     max_train_examples=2000)
+    stats = info["tokens"]["train"]
+    assert stats["padding_tokens"] / (1024 * len(packed)) <= 0.05
+    short, _, info = build_datasets(tok, data_dir=GSM8K, packing="bfd", max_seq_length=48, eval_fraction=0)
+    stats = info["tokens"]["train"]
+    assert stats["truncated_examples"] > 0 and stats["dropped_examples"] > 0
+    assert len(short) > 0 and all(len(i) <= 48 for i, _ in _examples(short, True))
+
+
+def test_packing_modes_and_their_old_yes_no_names():
+    from mamba_trainer.data import packing_mode
+
+    assert [packing_mode(v) for v in (True, False, "TRUE", "false", "bfd", "none")] == [
+        "stream", "none", "stream", "none", "bfd", "none"]
+    with pytest.raises(UserError, match="must be one of bfd, bfd_leaky, stream, none"):
+        packing_mode("best")
+
+
 def test_same_seed_same_data_other_seed_other_order(tok):
     kwargs = dict(max_train_examples=300, max_eval_examples=50, max_seq_length=128)
     a_train, a_eval, a_info = build_datasets(tok, seed=1, **kwargs)
