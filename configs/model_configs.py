@@ -36,7 +36,6 @@ completely or not at all.
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import math
 import os
@@ -48,6 +47,7 @@ from optimizers.functional import ADJUST_LR
 from optimizers.newton_schulz import METHODS
 from optimizers.precision import COMPUTE_DTYPES
 
+from .errors import ConfigError, unknown_name_error  # noqa: F401  (public names of this module)
 from .model_sizes import (MODEL_CONFIGS, TOKENIZER_VOCAB_SIZES, VOCAB_MULTIPLE, hybrid_layers,
                           padded_vocab_size)
 from .training_presets import BASE, PRESETS, SCHEDULERS
@@ -61,19 +61,6 @@ PRESETS_ENV = "MAMBA_TRAINER_PRESETS"
 ARCHITECTURES = ("zamba2", "mamba2")
 
 
-class ConfigError(ValueError):
-    """Unknown model size / preset / key, or a bad value or presets file. The message is one line."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
-
-
-def unknown_name_error(kind: str, name, valid) -> ConfigError:
-    """``unknown <kind> 'x' (did you mean 'y'?); valid <kind>s: a, b, c`` as a ConfigError."""
-    valid = sorted(valid)
-    close = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ConfigError(f"unknown {kind} '{name}'{hint}; valid {kind}s: {', '.join(valid)}")
 
 
 # ---- the training-key schema -------------------------------------------------------------------------------------

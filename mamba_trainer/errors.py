@@ -2,16 +2,16 @@
 
 import sys
 
-from configs.model_configs import ConfigError
-from optimizers.errors import MuonConfigError
+from configs.errors import ConfigError
 
 
 class UserError(Exception):
     """Bad input the user can fix: the message names the problem and the fix, on one line."""
 
 
-#: What the command-line entry points turn into ``error: <message>`` and exit status 2.
-USER_ERRORS = (UserError, ConfigError, MuonConfigError)
+#: What the command-line entry points turn into ``error: <message>`` and exit status 2 (``optimizers``'
+#: MuonConfigError is a ConfigError: caught here without importing torch).
+USER_ERRORS = (UserError, ConfigError)
 
 
 def run_cli(run, argv, *, exit_codes: bool = False, **kwargs) -> int:

@@ -1,5 +1,7 @@
 """The optimizer package's user-facing error."""
 
+from configs.errors import ConfigError
 
-class MuonConfigError(ValueError):
+
+class MuonConfigError(ConfigError):
     """Bad optimizer input (unknown backend, lr <= 0, ...). The message is one line that names the fix."""

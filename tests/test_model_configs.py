@@ -37,9 +37,14 @@ def restore_registry(monkeypatch):
         live.update(old)
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_import_does_not_load_transformers():
     # configs imports its choice lists from optimizers (so torch), never the trainer stack
     code = "import sys, configs.model_configs; assert 'transformers' not in sys.modules, 'transformers imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+    # the error every CLI catches, and the rule and sizes data, load no torch (a CLI's one-line error stays cheap)
+    code = ("import sys, mamba_trainer.errors, configs.errors, configs.lr_rule, configs.model_sizes, "
+            "configs.training_presets; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
