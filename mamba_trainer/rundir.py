@@ -6,7 +6,6 @@ evaluations and resumes read it alone, so everything needed to understand a run 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import platform
@@ -249,50 +248,22 @@ def resolve_resume(resume: str, output_dir: str | None, root: Path) -> ResumePla
                     f"{RUN_CONFIG} or config.json inside)")
 
 
-class RunLock:
+LOCK_FILE = ".lock"
+
+
+def RunLock(run_dir: Path):  # noqa: N802  (kept as the name callers know)
     """An exclusive lock on a run folder, held for the life of the process (released by the OS if it dies)."""
+    from .locks import FolderLock
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-        self.handle = None
-
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.seek(0)
-            holder = self.handle.read().strip() or "another process"
-            self.handle.close()
-            raise UserError(f"{self.path.parent} is in use by a running training (pid {holder}); "
-                            "stop it first (train_background.sh --stop) or choose another --output_dir") from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(str(os.getpid()))
-        self.handle.flush()
-        return self
-
-    def release(self) -> None:
-        if self.handle:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-            self.handle.close()
-            self.handle = None
+    return FolderLock(run_dir, LOCK_FILE, "{folder} is in use by a running training (pid {pid}); stop it first "
+                                          "(train_background.sh --stop) or choose another --output_dir")
 
 
 def running_pid(run_dir: Path) -> str | None:
     """The pid of the training that holds ``run_dir``'s lock, or None when no process holds it."""
-    path = Path(run_dir) / ".lock"
-    if not path.is_file():
-        return None
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            return handle.read().strip() or "?"
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+    from .locks import holder_pid
+
+    return holder_pid(run_dir, LOCK_FILE)
 
 
 def git_commit() -> str | None:

@@ -74,10 +74,15 @@ def test_resume_latest_with_nothing_to_resume(tmp_path):
 
 
 def test_lock_is_exclusive_and_released(tmp_path):
+    import os
+
+    assert rundir.running_pid(tmp_path) is None
     first = rundir.RunLock(tmp_path).acquire()
-    with pytest.raises(UserError, match="in use"):
+    assert rundir.running_pid(tmp_path) == str(os.getpid())
+    with pytest.raises(UserError, match=f"in use by a running training \\(pid {os.getpid()}\\)"):
         rundir.RunLock(tmp_path).acquire()
     first.release()
+    assert rundir.running_pid(tmp_path) is None
     rundir.RunLock(tmp_path).acquire().release()
 
 

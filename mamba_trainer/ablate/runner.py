@@ -17,7 +17,6 @@ each child seeing only its group through ``CUDA_VISIBLE_DEVICES``. Without GPUs 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -331,24 +330,10 @@ def plan_job(variant: dict, run_dir: Path, argv: list[str], *, wall_clock_budget
                launches_before=int(recorded.get("launches") or 0) if keep else 0)
 
 
-class SweepLock:
+def SweepLock(sweep_dir: Path):  # noqa: N802  (kept as the name callers know)
     """One sweep process per sweep folder (released by the OS if the process dies)."""
+    from ..locks import FolderLock
 
-    def __init__(self, sweep_dir: Path):
-        self.path = Path(sweep_dir) / ".sweep.lock"
-        self.handle = None
+    return FolderLock(sweep_dir, ".sweep.lock", "{folder} is being run by another muon-ablate process (pid {pid}); "
+                                                "wait for it or stop it")
 
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise UserError(f"{self.path.parent} is being run by another muon-ablate process; "
-                            "wait for it or stop it") from None
-        return self
-
-    def __exit__(self, *exc):
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
