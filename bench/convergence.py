@@ -164,6 +164,8 @@ def eval_curve(records: list[dict]) -> list[tuple[int, float, float]]:
         if "eval_loss" in record:
             eval_seconds += float(record.get("eval_runtime", 0.0))
             seconds = max(float(record["elapsed_s"]) - eval_seconds, 0.0)
+            if curve and curve[-1][0] == int(record["step"]):  # --eval_on_start again after a resume: same weights
+                continue
             curve.append((int(record["step"]), round(seconds, 3), float(record["eval_loss"])))
     return curve
 
@@ -212,7 +214,11 @@ def train_flags(size: str, kind: str, lr: float, seed: int, cfg, run_dir: Path, 
              "--per_device_train_batch_size", str(cfg.batch), "--gradient_accumulation_steps", "1",
              "--max_seq_length", str(cfg.seq_len), "--max_eval_examples", str(cfg.eval_examples),
              "--eval_strategy", "steps", "--eval_steps", str(cfg.eval_every), "--eval_on_start", "true",
-             "--logging_steps", str(cfg.eval_every), "--save_strategy", "no", "--disable_tqdm", "true"]
+             "--logging_steps", str(cfg.eval_every), "--disable_tqdm", "true"]
+    if getattr(cfg, "resumable", False):  # checkpoints, so a run cut short continues where it was (timing aside)
+        flags += ["--save_strategy", "steps", "--save_steps", str(cfg.eval_every * 2), "--save_total_limit", "1"]
+    else:
+        flags += ["--save_strategy", "no"]
     if kind == "muon":
         ramp = round(cfg.steps * preset["momentum_warmup_steps"] / preset["max_steps"])
         flags += ["--momentum_warmup_steps", str(ramp)]
@@ -249,14 +255,16 @@ def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float |
         recorded = check_same_settings(run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
         log(f"{run_dir.name}: done before, reusing it")
     else:
-        if run_dir.exists():  # a run cut short: its timing is unusable, so it starts again from scratch
+        resumable = getattr(cfg, "resumable", False)
+        if run_dir.exists() and not resumable:  # a run cut short: its timing is unusable, so it starts again
             shutil.rmtree(run_dir)
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        flags = train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr)
+        # resumable: --resume latest continues a checkpoint, restarts a run killed before one, or starts a new one
+        flags = train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr) + (["--resume", "latest"] if resumable else [])
         env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false"}
         load = os.getloadavg()
-        with open(log_path(run_dir), "w") as handle:
+        with open(log_path(run_dir), "a" if resumable else "w") as handle:
             handle.write(shlex.join(["mamba-train", *flags]) + f"\n# load average at start: {load}\n")
             handle.flush()
             rc = subprocess.run([sys.executable, "-m", "mamba_trainer.train", *flags], cwd=ROOT, env=env,

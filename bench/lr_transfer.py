@@ -162,7 +162,7 @@ class Study:
         return SimpleNamespace(out=str(self.out / condition_name(steps, batch)), steps=steps, batch=batch,
                                seq_len=BASE["seq_len"], eval_every=max(BASE["eval_every"] * steps // BASE["steps"], 1),
                                eval_examples=BASE["eval_examples"], variant=variant, extra=extra,
-                               threads=self.args.threads, keep_weights=False)
+                               threads=self.args.threads, keep_weights=False, resumable=True)
 
     def run(self, priority: int, size: str, kind: str, lr: float, seed: int, cfg, adamw_lr=None) -> float:
         key = f"{Path(cfg.out).name}/{size}/{convergence.run_name(kind, lr, seed, cfg.variant)}"

@@ -20,9 +20,10 @@ from pathlib import Path
 #: TrainingArguments fields that say where a run is, not what it computes: a folder renamed (a variant relabelled
 #: after a default changed) still holds the same run
 PLACE = frozenset({"output_dir", "logging_dir", "run_name"})
-#: TrainingArguments fields that change what a run shows, not what it computes (disable_tqdm follows whether
-#: stderr is a terminal unless given: a run restarted from a shell loop is the same run as one started into a log)
-SHOWN = frozenset({"disable_tqdm"})
+#: TrainingArguments fields that change what a run shows or keeps, not what it computes (disable_tqdm follows whether
+#: stderr is a terminal unless given: a run restarted from a shell loop is the same run as one started into a log;
+#: checkpoints are written without touching the training: resume is bit-exact, tests/test_kill_resume.py)
+SHOWN = frozenset({"disable_tqdm", "save_strategy", "save_steps", "save_total_limit"})
 
 
 def _model_type(model_size: str | None) -> str | None:

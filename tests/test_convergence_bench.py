@@ -147,6 +147,7 @@ def test_train_run_reuses_a_finished_folder_without_training(conv, tmp_path, mon
     assert r["final"] == 3.0 and r["train_seconds"] == 1.5
 
 
+@pytest.mark.integration  # one real run, by the bench
 @pytest.mark.timeout(300)
 def test_a_finished_folder_is_reused_only_for_the_same_settings(conv, tmp_path, monkeypatch):
     """One real (2-step) mamba-train run made by the bench, then reuse decided by settings, not command text: the
@@ -265,3 +266,29 @@ def test_results_keep_the_sizes_another_command_measured(conv, tmp_path, monkeyp
     (tmp_path / "cut.json").write_text("{cut short")
     assert conv.keep_other_sizes(conv.read_json(tmp_path / "cut.json", {}), [{"size": "x"}], []) == (
         [{"size": "x"}], [])
+
+
+@pytest.mark.integration  # real runs, by the bench
+@pytest.mark.timeout(300)
+def test_a_resumable_run_cut_short_continues_from_its_checkpoint(conv, tmp_path, monkeypatch):
+    """cfg.resumable (the lr-transfer study): runs checkpoint and launch with --resume latest, so a run killed mid-way
+    (here at step 3, after checkpoint-2) continues from its checkpoint instead of starting again, and its folder is
+    still reused afterwards; the checkpoint settings do not count as a different run."""
+    from mamba_trainer.train import KILL_HOOK_ENV
+
+    tiny = ["--steps", "4", "--batch", "2", "--seq_len", "32", "--eval_every", "1", "--eval_examples", "8",
+            "--out", str(tmp_path)]
+    cfg = conv.parse(tiny)
+    cfg.resumable = True
+    monkeypatch.setenv(KILL_HOOK_ENV, "step:3")
+    with pytest.raises(RuntimeError, match="failed"):
+        conv.train_run("mamba-tiny", "adamw", 2e-3, 0, cfg)
+    run_dir = tmp_path / "mamba-tiny" / conv.run_name("adamw", 2e-3, 0)
+    assert (run_dir / "checkpoint-2").is_dir() and not conv.is_complete(run_dir)
+    monkeypatch.delenv(KILL_HOOK_ENV)
+    r = conv.train_run("mamba-tiny", "adamw", 2e-3, 0, cfg)
+    assert r["status"] == "completed" and [s for s, _, _ in r["curve"]] == [0, 1, 2, 3, 4]
+    assert "resuming from" in conv.log_path(run_dir).read_text() and not (run_dir / "checkpoint-4").exists()
+    monkeypatch.setattr(conv.subprocess, "run", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    plain = conv.parse(tiny)  # the same run without checkpoints is the same run
+    assert conv.train_run("mamba-tiny", "adamw", 2e-3, 0, plain)["final"] == r["final"]
