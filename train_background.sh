@@ -78,7 +78,7 @@ done
 
 # Environment check: the package must import, or nothing below can work.
 "$PYTHON" -c "import mamba_trainer, torch, transformers" 2>/dev/null || \
-    die "mamba_trainer is not importable with $PYTHON; install it: python3 -m pip install torch==2.13.0 -e ."
+    die "mamba_trainer is not importable with $PYTHON; install it (from the repo root): python3 -m pip install -c constraints.txt torch==2.13.0 -e ."
 
 # Validate the flags and learn the run folder now, so a typo fails here and not in a background log.
 resolved="$("$PYTHON" -m mamba_trainer.train --resolve_only "${ARGS[@]}")" || exit $?

@@ -2,8 +2,14 @@
 # Every GPU-only check of this project, in one command, in <= 8 minutes on one GPU, with one summary table.
 #
 #   bash bench/gpu_check.sh                 # results in ${GPU_CHECK_DIR:-results/gpu_check}
-#   CUDA_KERNELS=0 bash bench/gpu_check.sh  # skip trying to install mamba-ssm / causal-conv1d
+#   CUDA_KERNELS=0 bash bench/gpu_check.sh  # skip the mamba-ssm / causal-conv1d wheels even where they are carried
+#   GPU_CHECK_INSTALL_ONLY=1 ...            # stop after step 0 (the offline install and an import of the package)
 #
+# 0. The machine reaches no package registry: what it lacks (datasets, trl, mambapy, ...) comes as wheels that
+#    `python3 scripts/gpu_wheels.py` downloads here into .gpu_wheels/ (git-ignored; carry it to the machine).
+#    They install with --no-index, every preinstalled package held at its version (torch, transformers,
+#    accelerate stay the machine's own); the project installs editable with --no-deps. The fused mamba-ssm /
+#    causal-conv1d kernels are installed only where their wheels are in .gpu_wheels/ (PyPI has only sources).
 # 1. Muon step vs torch.optim.Muon in bf16 on hybrid-small's matrices (bench/optimizer_step.py)
 # 2. Muon / AdamW training throughput, hybrid-small-standard, bf16 (bench/throughput.py), with the fused
 #    mamba-ssm / causal-conv1d kernels when they install, else transformers' PyTorch path (said in the table)
@@ -39,16 +45,57 @@ run_check() {  # name, time limit (s), log file, command...
 }
 
 "$PY" -c "import torch; print('GPU:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none (rehearsal)', '| torch', torch.__version__, '| CUDA', torch.version.cuda)" | tee "$OUT/device.txt"
-if [ "$REHEARSE" != "1" ]; then
 
+# 0. offline install from the carried wheels (see the top); its log is $OUT/install.log
+WHEELS=${GPU_WHEELS:-.gpu_wheels}
+PIP=("$PY" -m pip install --no-index --no-cache-dir --disable-pip-version-check)
 KERNELS="transformers' PyTorch path"
-if [ "${CUDA_KERNELS:-1}" = "1" ]; then
-    if timeout 150 "$PY" -m pip install -q --no-build-isolation "mamba-ssm>=2.2" "causal-conv1d>=1.4" >"$OUT/kernels_install.log" 2>&1 \
-        && "$PY" -c "import mamba_ssm, causal_conv1d" 2>>"$OUT/kernels_install.log"; then
-        KERNELS="mamba-ssm + causal-conv1d kernels"
+t0=$SECONDS
+{
+    shopt -s nullglob
+    kernel_wheels=("$WHEELS"/mamba_ssm-*.whl "$WHEELS"/causal_conv1d-*.whl)
+    dep_wheels=()
+    for w in "$WHEELS"/*.whl; do case "${w##*/}" in mamba_ssm-*|causal_conv1d-*) ;; *) dep_wheels+=("$w") ;; esac; done
+    shopt -u nullglob
+    if [ ${#dep_wheels[@]} -gt 0 ]; then
+        "$PY" -m pip list --format=freeze --exclude-editable --disable-pip-version-check >"$OUT/preinstalled.txt"
+        # resolved against what is installed, nothing installed may change: a conflict fails here, loudly ...
+        if ! "${PIP[@]}" --find-links "$WHEELS" -c "$OUT/preinstalled.txt" "${dep_wheels[@]}"; then
+            # ... and then the wheels go in as they are, the conflict noted (pip check below names it)
+            echo "gpu_check: the carried wheels do not resolve against this machine's packages; installing them with --no-deps"
+            "${PIP[@]}" --no-deps "${dep_wheels[@]}"
+        fi
+    else
+        echo "gpu_check: no wheels in $WHEELS/ (python3 scripts/gpu_wheels.py makes them; carry the folder)"
     fi
+    if [ "${CUDA_KERNELS:-1}" = "1" ] && [ ${#kernel_wheels[@]} -eq 2 ]; then
+        if "${PIP[@]}" --no-deps "${kernel_wheels[@]}" && "$PY" -c "import mamba_ssm, causal_conv1d"; then
+            KERNELS="mamba-ssm + causal-conv1d kernels"
+        else  # a kernel that will not import would break the Mamba layers that probe for it
+            echo "gpu_check: the carried kernel wheels do not import here; uninstalling them"
+            "$PY" -m pip uninstall -y mamba-ssm causal-conv1d
+        fi
+    fi
+    # the package itself, its dependencies left as they are
+    if ! "${PIP[@]}" --no-deps --no-build-isolation -e .; then
+        echo "gpu_check: the editable install failed; the repo goes on PYTHONPATH instead"
+    fi
+    "$PY" -m pip check --disable-pip-version-check
+} >"$OUT/install.log" 2>&1
+(cd / && "$PY" -c "import mamba_trainer" 2>/dev/null) || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if "$PY" -c "import mamba_trainer.train, datasets" >>"$OUT/install.log" 2>&1; then
+    echo "[install] ok in $((SECONDS - t0)) s: mamba_trainer.train imports (log: $OUT/install.log)"
+else
+    echo "[install] FAILED after $((SECONDS - t0)) s: mamba_trainer.train does not import (log: $OUT/install.log)"
+    tail -15 "$OUT/install.log"
+    exit 1
 fi
+# pip check's unmet requirements (bitsandbytes is carried only with scripts/gpu_wheels.py --with-bitsandbytes)
+grep -E 'which is not installed|has requirement|which is incompatible' "$OUT/install.log" | head -5 | sed 's/^/[install] note: /'
 echo "Mamba path: $KERNELS"
+[ "${GPU_CHECK_INSTALL_ONLY:-0}" = "1" ] && exit 0
+
+if [ "$REHEARSE" != "1" ]; then
 
 # 1. the optimizer step
 if run_check step 90 "$OUT/step.log" "$PY" bench/optimizer_step.py --model_size hybrid-small --device cuda --repeats 10; then
