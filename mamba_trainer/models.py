@@ -22,6 +22,8 @@ from transformers import AutoModelForCausalLM, Mamba2Config, PreTrainedConfig, P
 from configs.model_configs import ConfigError, get_model_config, padded_vocab_size, unknown_name_error
 from configs.text import first_line, one_line
 
+from .packed import enable_packed_boundaries
+
 CONFIG_CLASSES = {"zamba2": Zamba2Config, "mamba2": Mamba2Config}
 
 
@@ -113,6 +115,7 @@ def build_model(size: str, vocab_size: int, pad_token_id: int | None = None, bos
     ``seed`` seeds torch before initialization (same seed, same weights). Build under ``torch.device("meta")``
     to get shapes without memory. The config keeps ``use_cache=False`` (a training forward then takes the fused
     kernel path); ``generation_config.use_cache`` is True, so ``generate()`` decodes with the recurrent cache.
+    The model keeps packed examples apart (``position_ids`` restarting at 0; see ``mamba_trainer.packed``).
     """
     config = build_config(size, vocab_size, pad_token_id, bos_token_id, eos_token_id, **overrides)
     if seed is not None:
@@ -121,7 +124,7 @@ def build_model(size: str, vocab_size: int, pad_token_id: int | None = None, bos
     generation = model.generation_config
     generation.use_cache = True
     generation.pad_token_id, generation.bos_token_id, generation.eos_token_id = pad_token_id, bos_token_id, eos_token_id
-    return model
+    return enable_packed_boundaries(model)
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
@@ -195,7 +198,8 @@ def kernel_report() -> str:
 def load_pretrained(path_or_id, **kwargs) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` for any Mamba-family checkpoint (Mamba, Mamba2, Zamba2, Jamba,
     Bamba, FalconMamba, ...): a local folder or a Hugging Face Hub id. ``kwargs`` go to ``from_pretrained``.
-    Failures raise ``UserError`` with one line naming what was tried and how to pass a local folder."""
+    Failures raise ``UserError`` with one line naming what was tried and how to pass a local folder. A Mamba2 or
+    Zamba2 model keeps packed examples apart (``mamba_trainer.packed``); other families load unchanged."""
     from .errors import UserError
     from .paths import local_path
 
@@ -206,11 +210,11 @@ def load_pretrained(path_or_id, **kwargs) -> PreTrainedModel:
         if not path.is_dir() or not (path / "config.json").is_file():
             raise UserError(f"model path '{text}' is not a model folder (no config.json); {local_hint}")
         try:
-            return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            return enable_packed_boundaries(AutoModelForCausalLM.from_pretrained(path, **kwargs))
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"cannot load the model in '{text}': {first_line(exc, 300)}") from None
     try:
-        return AutoModelForCausalLM.from_pretrained(text, **kwargs)
+        return enable_packed_boundaries(AutoModelForCausalLM.from_pretrained(text, **kwargs))
     except (OSError, ValueError, KeyError) as exc:  # offline, unknown repo, missing files, not a causal LM
         raise UserError(
             f"could not load '{text}' from the Hugging Face Hub ({first_line(exc, 160)}); without Hub access, "

@@ -162,3 +162,21 @@ def test_restart_loop_ends_with_the_uninterrupted_weights(reference, tmp_path, k
     steps = [json.loads(ln).get("step") for ln in (run_dir / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(ln) and "eval_loss" not in json.loads(ln)]
     assert steps == [1, 2, 3, 4]  # the killed start's lines are gone
+
+
+def test_best_fit_packed_run_resumes_exactly_with_the_packing_it_started_with(tmp_path):
+    """--packing bfd through MuonTrainer: rows of whole examples with position_ids reach the boundary-aware model;
+    a run killed mid-way and continued without naming --packing keeps its own mode (one line says so) and ends
+    with the weights of the uninterrupted run."""
+    packed = ["--packing", "bfd", "--max_seq_length", "256"]
+    reference = train(tmp_path / "reference", *packed)
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    config = json.loads((tmp_path / "reference" / "run_config.json").read_text())
+    assert config["data"]["packing"] == "bfd" and config["data"]["tokens"]["train"]["padding_tokens"] > 0
+    run_dir = tmp_path / "run"
+    killed = train(run_dir, *packed, kill_at="step:3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    resumed = train(run_dir, "--max_seq_length", "256", "--resume", "latest")  # no --packing: the default differs
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "data: packing bfd, as this run started" in resumed.stdout
+    assert_same_weights(tmp_path / "reference", run_dir)
