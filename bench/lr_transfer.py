@@ -119,7 +119,8 @@ def fit_power(points: dict[int, float]) -> tuple[float, float]:
 
 
 class Slots:
-    """At most ``n`` runs at a time; waiting runs start in priority order (lower first), then arrival order."""
+    """At most ``n`` runs at a time; waiting runs start in priority order (lower first; any comparable value),
+    then arrival order."""
 
     def __init__(self, n: int):
         self.free, self.waiting, self.cond, self.count = n, [], threading.Condition(), itertools.count()
@@ -172,7 +173,9 @@ class Study:
                 return convergence.summarize_run(convergence.read_metrics(run_dir))["final"]
             print(f"would run {key} (AdamW side {adamw_lr})")
             return math.nan
-        r = self.slots.run(priority, convergence.train_run, size, kind, lr, seed, cfg, adamw_lr)
+        # narrow runs first within a stage: they are minutes each, and both families' fits need them
+        order = (priority, int(size.rsplit("-", 1)[1]) * cfg.steps * cfg.batch)
+        r = self.slots.run(order, convergence.train_run, size, kind, lr, seed, cfg, adamw_lr)
         with self.lock:
             self.results[key] = {k: r[k] for k in ("size", "kind", "lr", "seed", "adamw_lr", "final", "status",
                                                    "steps", "train_seconds", "machine", "fused_blocks")}
