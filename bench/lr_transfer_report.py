@@ -68,9 +68,11 @@ def rule_from(table) -> dict:
             widths = sorted(w for (c, f, k, v, w) in table if (c, f, k, v) == (BASE_CONDITION, family, kind, ""))
             best = {}
             for w in widths:
-                grid, fine = best_lr(table[(BASE_CONDITION, family, kind, "", w)])
-                if grid is not None:
-                    best[w] = {"grid": grid, "refined": fine, "points": len(table[(BASE_CONDITION, family, kind, "", w)])}
+                res = table[(BASE_CONDITION, family, kind, "", w)]
+                grid, fine = best_lr(res)
+                if grid is not None:  # settled: a minimum inside the grid (the study extends past an edge best)
+                    settled = min(res) < grid < max(res) and len(res) >= (3 if w not in FIT_WIDTHS else 5)
+                    best[w] = {"grid": grid, "refined": fine, "points": len(res), "settled": settled}
             fit = {w: best[w]["refined"] for w in FIT_WIDTHS if w in best}
             if len(fit) < 2:
                 rule[f"{family}/{kind}"] = {"best": best, "fit": None}
@@ -117,9 +119,11 @@ def tables_md(table, rule) -> str:
         if not r["fit"]:
             lines.append(f"| {key} | not fitted yet ({len(r['best'])} widths done) | | | | | |")
             continue
+        provisional = "" if all(r["best"][w]["settled"] for w in r["fit"]["fit_widths"]) else " (provisional)"
         for w, chk in sorted(r["checks"].items()):
-            lines.append(f"| {key} | {r['fit']['lr_at_192']:.3g} | {r['fit']['width_exponent']:+.2f} | {w} | "
-                         f"{chk['predicted']:.3g} | {chk['measured']:.3g} | {'yes' if chk['within_2x'] else 'no'} |")
+            mark = "" if r["best"][w]["settled"] else " (grid unfinished or best on its edge)"
+            lines.append(f"| {key} | {r['fit']['lr_at_192']:.3g}{provisional} | {r['fit']['width_exponent']:+.2f} | {w} | "
+                         f"{chk['predicted']:.3g} | {chk['measured']:.3g}{mark} | {'yes' if chk['within_2x'] else 'no'} |")
     return "\n".join(lines) + "\n"
 
 
