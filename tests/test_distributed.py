@@ -131,6 +131,7 @@ def test_ns_cost_and_shard_sizes():
 
 # ------------------------------------------------------------------------------------ DDP and FSDP2
 
+@pytest.mark.integration  # reads the 2-process run (ddp_results)
 def test_ddp_two_processes_match_one_process(ddp_results, one_process):
     """NorMuon + fp32 group, bf16-compute group, AdamW group; `skip.weight` has no gradient on odd steps."""
     ranks = [r["ddp"] for r in ddp_results]
@@ -141,6 +142,7 @@ def test_ddp_two_processes_match_one_process(ddp_results, one_process):
         assert torch.equal(p, ranks[1]["params"][name]), f"{name} differs between ranks"
 
 
+@pytest.mark.integration  # reads the 2-process run (ddp_results)
 def test_ddp_optimizer_state_is_identical_on_every_rank_and_to_one_process(ddp_results, one_process):
     """Momentum and NorMuon moments of every matrix on every rank, so rank 0's optimizer.pt is complete."""
     states = [r["ddp"]["optimizer"]["state"] for r in ddp_results]
@@ -154,6 +156,7 @@ def test_ddp_optimizer_state_is_identical_on_every_rank_and_to_one_process(ddp_r
     assert ddp_results[0]["ddp"]["optimizer"]["muon"] == {"skipped_steps": 0, "step_count": worker.STEPS}
 
 
+@pytest.mark.integration  # reads the 2-process run (ddp_results)
 def test_resume_two_process_checkpoint_on_two_and_on_one_process(ddp_results):
     ranks = [r["ddp"] for r in ddp_results]
     final = ranks[0]["params"]
@@ -162,6 +165,7 @@ def test_resume_two_process_checkpoint_on_two_and_on_one_process(ddp_results):
     assert_close(worker.reference(resume=ranks[0]["checkpoint"]), final)  # and one process
 
 
+@pytest.mark.integration  # reads the 2-process run (ddp_results)
 def test_ddp_per_block_with_adamw_rows_matches_one_process(ddp_results, one_process):
     """Per-block orthogonalization (fused_blocks per_block / per_block_dt_adamw, the Mamba2 default) under DDP:
     each rank updates the fused matrix's blocks itself from the all-reduced gradient, the rest is split across
@@ -180,12 +184,14 @@ def test_ddp_per_block_with_adamw_rows_matches_one_process(ddp_results, one_proc
     assert (params["inp.weight"] - one_process["fsdp2"]["inp.weight"]).abs().max() > 1e-3
 
 
+@pytest.mark.integration  # reads the 2-process run (ddp_results)
 def test_per_block_on_fsdp2_shards_is_refused_on_every_rank(ddp_results):
     for result in ddp_results:
         assert "does not run under FSDP2" in result["fsdp2_per_block"]
         assert "--fused_blocks whole" in result["fsdp2_per_block"]
 
 
+@pytest.mark.integration  # reads the 2-process run (ddp_results)
 def test_fsdp2_two_processes_match_one_process(ddp_results, one_process):
     for result in ddp_results:
         assert_close(result["fsdp2"]["params"], one_process["fsdp2"])
@@ -194,6 +200,7 @@ def test_fsdp2_two_processes_match_one_process(ddp_results, one_process):
     assert ddp_results[0]["fsdp2"]["buffer_global_shape"] == (7, 32)
 
 
+@pytest.mark.integration  # reads the 2-process run (ddp_results)
 def test_disagreeing_ranks_raise_or_skip_together_instead_of_hanging(ddp_results):
     for result in ddp_results:
         errors = result["mismatch"]
@@ -209,6 +216,7 @@ def test_bad_distributed_mode_is_refused():
         worker.build_optimizer(worker.build_model(), distributed="ddp")
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(150)
 def test_failing_rank_ends_the_job_with_its_error():
     started = time.monotonic()
@@ -234,6 +242,7 @@ def train_losses(run_dir: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in rows if "loss" in row}
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_cli_under_torchrun_matches_one_process(tmp_path, monkeypatch):

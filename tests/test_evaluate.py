@@ -16,6 +16,8 @@ from mamba_trainer.data import PROMPT_TEMPLATE, load_eval_problems
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GSM8K_SAMPLE = FIXTURES / "data" / "gsm8k_sample.jsonl"
+# generation on hybrid-tiny is many tiny ops: one torch thread is several times faster than two on a busy CPU
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

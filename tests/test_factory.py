@@ -96,6 +96,7 @@ def _args(out, steps, **kw):
 FACTORY = (MuonFactory, {"lr": 1e-2, "adamw_lr": 1e-3, "verbose": False})
 
 
+@pytest.mark.integration
 def test_plain_trainer_with_the_factory_trains_schedules_and_resumes_exactly(tmp_path):
     from mamba_trainer.trainer import MomentumScheduleCallback
 
@@ -126,6 +127,7 @@ def test_plain_trainer_with_the_factory_trains_schedules_and_resumes_exactly(tmp
         torch.testing.assert_close(resumed[name], p, rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.integration
 def test_trl_sft_trainer_takes_the_factory(tmp_path):
     trl = pytest.importorskip("trl")
     from datasets import Dataset
@@ -148,6 +150,7 @@ def test_trl_sft_trainer_takes_the_factory(tmp_path):
     assert "model.layers.0.self_attn.q_proj.weight" in changed
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_no_bitsandbytes_import_unless_8bit_is_asked_for():
     import subprocess
     import sys
@@ -160,3 +163,58 @@ def test_no_bitsandbytes_import_unless_8bit_is_asked_for():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
     assert "kernels-community" not in out.stderr
+
+
+# ---- mamba_trainer.trainer.build_optimizer: the AdamW runs' groups (their end-to-end run: test_train_cli.py) ----
+
+ADAM_ARGS = dict(learning_rate=2e-3, weight_decay=0.1, adam_beta1=0.8, adam_beta2=0.99, adam_epsilon=1e-6)
+
+
+def _names_by_decay(model, optimizer) -> dict[bool, list[str]]:
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {decay: sorted(names[id(p)] for g in optimizer.param_groups if (g["weight_decay"] > 0) == decay
+                          for p in g["params"]) for decay in (True, False)}
+
+
+@pytest.mark.parametrize("arch", ["hybrid-tiny", "gpt2"])
+@pytest.mark.parametrize("kind", ["adamw", "adamw_8bit"])
+def test_adamw_runs_decay_exactly_what_muon_runs_decay(arch, kind):
+    """An AdamW run's two groups (decay, no decay) hold every trainable parameter once, split as Muon's groups
+    split them (embeddings, norms, biases, SSM parameters and tagged matrices undecayed; Conv1D weights decayed),
+    with the TrainingArguments' lr, weight decay and Adam settings."""
+    from types import SimpleNamespace
+
+    from mamba_trainer.models import build_model
+    from mamba_trainer.trainer import build_optimizer
+
+    model = build_model("hybrid-tiny", vocab_size=64) if arch == "hybrid-tiny" else _gpt2()
+    tagged = "model.layers.0.mamba.out_proj.weight" if arch == "hybrid-tiny" else "transformer.h.0.mlp.c_proj.weight"
+    dict(model.named_parameters())[tagged]._no_weight_decay = True  # what a model may tag: Muon's muon_no_decay
+    args = SimpleNamespace(**ADAM_ARGS)
+    adamw = build_optimizer(model, kind, args)
+    muon = build_optimizer(model, "muon", args, verbose=False, fused="whole")
+    assert type(adamw).__name__ == {"adamw": "AdamW", "adamw_8bit": "AdamW8bit"}[kind]
+    assert [g["weight_decay"] for g in adamw.param_groups] == [0.1, 0.0]
+    for g in adamw.param_groups:
+        assert (g["lr"], tuple(g["betas"]), g["eps"]) == (2e-3, (0.8, 0.99), 1e-6)
+    split = _names_by_decay(model, adamw)
+    assert split == _names_by_decay(model, muon)
+    assert sorted(split[True] + split[False]) == sorted(n for n, _ in model.named_parameters())
+    assert tagged in split[False]
+    if arch == "hybrid-tiny":
+        for fragment in ("embed_tokens", "A_log", "dt_bias", ".D", "norm"):
+            assert any(fragment in n for n in split[False]), fragment
+        assert "model.layers.1.mamba.in_proj.weight" in split[True]
+    else:
+        assert "transformer.wte.weight" in split[False] and "transformer.h.0.attn.c_attn.bias" in split[False]
+        assert "transformer.h.0.attn.c_attn.weight" in split[True]  # a Conv1D weight, decayed as on Muon
+
+
+def test_unknown_optimizer_type_is_one_line():
+    from types import SimpleNamespace
+
+    from mamba_trainer.errors import UserError
+    from mamba_trainer.trainer import build_optimizer
+
+    with pytest.raises(UserError, match=r"^unknown optimizer 'sgd'; valid: muon, adamw, adamw_8bit$"):
+        build_optimizer(_llama(), "sgd", SimpleNamespace(**ADAM_ARGS))

@@ -16,6 +16,8 @@ import pytest
 from mamba_trainer import evaluate as ev
 from mamba_trainer.train import main as train_main
 
+pytestmark = pytest.mark.integration  # every test reads the trained and fine-tuned runs
+
 REPO = Path(__file__).resolve().parents[1]
 COT_FIXTURE = REPO / "tests" / "fixtures" / "cot" / "mathinstruct.json"
 GSM8K_SAMPLE = REPO / "tests" / "fixtures" / "data" / "gsm8k_sample.jsonl"
@@ -45,6 +47,18 @@ def runs(tmp_path_factory):
         assert train_main([*SMOKE, "--data_dir", str(GSM8K_SAMPLE), "--max_steps", "2", "--eval_steps", "2",
                            "--save_steps", "2", "--resume", "checkpoints/base/final", "--output_dir", "checkpoints/ft"]) == 0
     return root / "checkpoints" / "base", root / "checkpoints" / "ft"
+
+
+def test_finetune_starts_from_the_parents_final_with_a_fresh_schedule(runs):
+    from safetensors.torch import load_file
+
+    base, ft = runs
+    config = json.loads((ft / "run_config.json").read_text())
+    assert config["parent_run"] == "checkpoints/base" and config["model"]["model_size"] == "hybrid-tiny"
+    state = json.loads((ft / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2  # a fresh schedule, not the parent's step count
+    parent, child = load_file(base / "final" / "model.safetensors"), load_file(ft / "final" / "model.safetensors")
+    assert parent.keys() == child.keys() and any(not (parent[k] == child[k]).all() for k in parent)
 
 
 def evaluate(*argv) -> dict:

@@ -29,6 +29,7 @@ def _launch(out: Path, nproc: int, batch: int, resume: Path | None = None) -> di
     return torch.load(out / "params.pt")
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_factory_on_two_processes_matches_one_and_resumes_exactly(tmp_path, request):

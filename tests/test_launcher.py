@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # every test runs the launcher script (some start a training)
+
 SCRIPT = str(Path(__file__).resolve().parent.parent / "train_background.sh")
 RUN_ARGS = ["--model_size", "hybrid-tiny", "--training_preset", "muon_smoke", "--max_steps", "400",
             "--save_steps", "1000", "--eval_steps", "1000", "--logging_steps", "1", "--max_train_examples", "400",
@@ -65,7 +67,7 @@ def test_bad_flag_fails_before_backgrounding(tmp_path):
 def test_foreground_runs_to_completion(tmp_path):
     result = launch(tmp_path, "--foreground", "--model_size", "hybrid-tiny", "--training_preset", "muon_smoke",
                     "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2", "--max_train_examples", "200",
-                    "--output_dir", "checkpoints/fg")
+                    "--max_eval_examples", "8", "--output_dir", "checkpoints/fg")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert (tmp_path / "checkpoints" / "fg" / "final" / "config.json").is_file()
     assert (tmp_path / "logs" / "fg.log").is_file() and not (tmp_path / "logs" / "fg.pid").exists()

@@ -163,6 +163,7 @@ def check_counts_add_up(block):
     assert block["kept"] + sum(block["dropped"].values()) == block["rows_in"]
 
 
+@pytest.mark.integration  # runs the script
 def test_script_output_loads_and_every_row_ends_in_one_final_line(mixed_run):
     import datasets
 
@@ -178,6 +179,7 @@ def test_script_output_loads_and_every_row_ends_in_one_final_line(mixed_run):
     assert len({dedupe_key(r) for r in ds}) == len(ds)  # duplicates removed
 
 
+@pytest.mark.integration  # runs the script
 def test_script_stats_add_up(mixed_run):
     _, stats = mixed_run
     assert stats["rows_in"] == len(ROWS)
@@ -196,6 +198,7 @@ def test_script_stats_add_up(mixed_run):
     assert stats["per_source"]["data/PoT/mathqa.json"] == {"rows_in": 1, "kept": 0, "dropped": {"pot_source": 1}}
 
 
+@pytest.mark.integration  # runs the script
 def test_script_mixes_gsm8k_with_annotations_stripped(mixed_run):
     import datasets
 
@@ -208,6 +211,7 @@ def test_script_mixes_gsm8k_with_annotations_stripped(mixed_run):
     assert {"1000", "37500"} <= set(gsm["final_answer"])
 
 
+@pytest.mark.integration  # runs the script
 def test_script_without_gsm8k_keeps_non_numeric_on_request(tmp_path):
     import datasets
 
@@ -223,6 +227,7 @@ def test_script_without_gsm8k_keeps_non_numeric_on_request(tmp_path):
     assert "non_numeric_answer" not in stats["dropped"]
 
 
+@pytest.mark.integration  # runs the script
 def test_script_hub_unreachable_is_one_line_exit_2(tmp_path):
     proc = run_script("--dataset", "TIGER-Lab/MathInstruct", "--output", tmp_path / "out", tmp_path=tmp_path)
     assert proc.returncode == 2
@@ -292,6 +297,7 @@ def test_existing_output_needs_overwrite_and_must_be_a_dataset(script_main, tmp_
     assert (out / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.integration  # runs the script
 def test_dataset_flag_accepts_a_local_file_like_data_files(mixed_run, tmp_path):
     """--dataset ./file.json reads the file (it used to say the Hub had no data file at that path)."""
     out = tmp_path / "out"

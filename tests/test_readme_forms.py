@@ -24,6 +24,7 @@ def test_the_section_has_the_three_forms():
     assert "MuonTrainer" in found[0] and "optimizer_cls_and_kwargs" in found[1] and "optimizers=(" in found[2]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("index", range(3), ids=["MuonTrainer", "factory", "optimizers="])
 def test_each_block_trains(index, tmp_path):
     model = _llama()

@@ -1,5 +1,9 @@
-"""mamba_trainer.run_settings: a finished run folder compared with the run a command would make now (one real
-1-step run of the training CLI, then the comparison for commands that are and are not that run)."""
+"""mamba_trainer.run_settings: a run folder compared with the run a command would make now, for commands that are
+and are not that run.
+
+The folder is the one ``mamba-train`` writes before its first step (run_config.json, optimizer.json: all that
+``recorded_settings`` reads), made by the CLI itself, stopped where training would start. The end-to-end reuse of
+finished runs: test_convergence_bench.py (one real bench run) and test_ablate.py (a real sweep)."""
 
 import json
 import shutil
@@ -7,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mamba_trainer import train as cli
 from mamba_trainer.run_settings import first_difference, recorded_settings, settings_of
 from mamba_trainer.train import main
 
@@ -15,12 +20,24 @@ FLAGS = ["--training_preset", "muon_smoke", "--model_size", "mamba-tiny", "--max
          "--seed", "3"]
 
 
+class TrainingWouldStart(Exception):
+    pass
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("settings")
+
+    def stop(trainer, resolved, callbacks):
+        assert trainer.state.global_step == 0
+        raise TrainingWouldStart
+
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        assert main([*FLAGS, "--output_dir", "run"]) == 0
+        mp.setattr(cli, "train_to_outcome", stop)
+        with pytest.raises(TrainingWouldStart):
+            main([*FLAGS, "--output_dir", "run"])
+    assert {"run_config.json", "optimizer.json"} <= {p.name for p in (root / "run").iterdir()}
     return root / "run"
 
 

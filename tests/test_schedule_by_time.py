@@ -60,24 +60,65 @@ def workdir(tmp_path, monkeypatch):
 
 
 ARGS = ["--training_preset", "muon_smoke", "--model_size", "hybrid-tiny", "--max_steps", "100000",
-        "--logging_steps", "1", "--eval_strategy", "no", "--save_strategy", "no", "--max_train_examples", "400",
-        "--warmup_steps", "0", "--seed", "3"]
+        "--logging_steps", "1", "--eval_strategy", "steps", "--eval_steps", "100000", "--max_eval_examples", "8",
+        "--save_strategy", "no", "--max_train_examples", "400", "--warmup_steps", "0", "--seed", "3"]
 
 
-def logged_lrs(run_dir: Path) -> list[float]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return [r["lr_muon"] for r in records if "lr_muon" in r]
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def test_a_budgeted_run_ends_annealed_with_time_and_not_with_steps(workdir):
+@pytest.mark.integration
+def test_a_budgeted_run_ends_on_time_evaluated_saved_and_annealed_with_time(workdir):
+    """The end-to-end run of --time_budget (the ending itself: test_run_endings.py) and of --schedule_by time:
+    a handful of 100000 steps fit, so the cosine could only have fallen with the clock."""
     assert main([*ARGS, "--output_dir", "by_time", "--time_budget", "4s", "--schedule_by", "time"]) == 0
-    assert main([*ARGS, "--output_dir", "by_steps", "--time_budget", "4s"]) == 0
-    by_time, by_steps = logged_lrs(Path("by_time")), logged_lrs(Path("by_steps"))
-    peak = by_steps[0]
-    assert len(by_time) >= 2 and len(by_time) < 100000
-    # steps: a handful of 100000 steps taken, the cosine has barely moved; time: it fell with the clock
-    assert min(by_steps) > 0.99 * peak
-    assert by_time[-1] < 0.5 * peak and all(a >= b for a, b in zip(by_time, by_time[1:]))
+    logs = metrics(Path("by_time"))
+    by_time, end = [r["lr_muon"] for r in logs if "lr_muon" in r], logs[-1]
+    assert end["event"] == "end" and end["reason"] == "time_budget" and 2 <= end["step"] < 100000
+    assert [r["step"] for r in logs if "eval_loss" in r] == [end["step"]]  # evaluated where the budget ran out
+    assert Path("by_time/final/config.json").is_file()
+    assert len(by_time) == end["step"]
+    peak = json.loads(Path("by_time/run_config.json").read_text())["training_arguments"]["learning_rate"]
+    assert by_time[-1] < 0.5 * peak and all(a >= b for a, b in zip(by_time, by_time[1:]))  # fell with the clock
+
+
+@pytest.mark.parametrize("schedule_by", ["time", "steps"])
+def test_the_run_gives_the_trainer_the_budget_clock_only_when_scheduling_by_time(schedule_by, tmp_path, monkeypatch):
+    """What mamba-train builds: with --schedule_by time the trainer's schedule clock is the budget's share spent,
+    so the schedule follows the budget callback (steps: no clock, the schedule of --max_steps as it is)."""
+    import signal
+    import types
+
+    from mamba_trainer import callbacks as cb
+    from mamba_trainer.args import parse_args
+    from mamba_trainer.models import build_model
+    from mamba_trainer.tokenizer import load_tokenizer
+    from mamba_trainer.train import Resolved, build_callbacks, build_trainer, finalize_training_args
+
+    now = [0.0]
+    monkeypatch.setattr(cb, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    parsed = parse_args([*ARGS, "--time_budget", "100s", "--schedule_by", schedule_by])
+    finalize_training_args(parsed, tmp_path)
+    resolved = Resolved("hybrid-tiny", "muon", tmp_path, None)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        callbacks = build_callbacks(parsed, resolved)  # its graceful stop takes SIGTERM/SIGINT: given back below
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert callbacks.budget.seconds == 100.0 and callbacks.budget in callbacks.all
+    tokenizer = load_tokenizer("bundled")
+    model = build_model("hybrid-tiny", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    trainer = build_trainer(parsed, resolved, model, tokenizer, [], [], callbacks)
+    scheduler = trainer.create_scheduler(100000)
+    now[0] = 50.0  # half the budget spent, no step taken
+    lr = scheduler.lr_lambdas[0](0)
+    _, plain = cosine(total=100000, warmup=0)
+    if schedule_by == "time":  # read at half the steps: mid-decay
+        assert trainer.schedule_clock() == 0.5 and lr == pytest.approx(plain.lr_lambdas[0](50000)) and lr < 0.51
+    else:
+        assert trainer.schedule_clock is None and lr == plain.lr_lambdas[0](0) == 1.0
 
 
 def test_the_schedule_is_stretched_once_and_its_state_stays_torchs(tmp_path):

@@ -1,6 +1,9 @@
-"""End-to-end runs of the training CLI on a *-tiny model (CPU, a few steps each).
+"""End-to-end runs of the training CLI on a *-tiny model (CPU, a few steps each), and its one-line refusals.
 
 The CLI runs in-process (``main(argv)``) from a temporary working directory, so ``checkpoints/`` lands there.
+Elsewhere, end to end: fine-tuning from a final/ (test_finetune_path.py); bit-exact resumes of hybrid-tiny and
+``--resume latest`` past a checkpoint cut short (test_kill_resume.py); the time budget (test_schedule_by_time.py); a
+divergence (test_ablate.py's sweep). How a run ends, without training: test_run_endings.py.
 """
 
 import json
@@ -72,6 +75,7 @@ def muon_run(tmp_path_factory):
     return root / "checkpoints" / "run"
 
 
+@pytest.mark.integration
 def test_muon_run_trains_and_leaves_a_complete_run_dir(muon_run):
     for name in ("run_config.json", "optimizer.json", "environment.json", "metrics.jsonl",
                  "checkpoint-3", "checkpoint-6", "final"):
@@ -101,6 +105,7 @@ def test_muon_run_trains_and_leaves_a_complete_run_dir(muon_run):
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] or steps[-1]["loss"] < steps[0]["loss"]
 
 
+@pytest.mark.integration
 def test_final_model_loads_with_auto_classes_and_generates(muon_run):
     model = AutoModelForCausalLM.from_pretrained(muon_run / "final").eval()
     tokenizer = AutoTokenizer.from_pretrained(muon_run / "final")
@@ -131,6 +136,7 @@ def initial_weights(argv: list[str]) -> dict[str, torch.Tensor]:
     return build_run_model(parsed, resolved, tokenizer, None).state_dict()
 
 
+@pytest.mark.integration
 def test_params_changed_from_init(muon_run):
     before, after = initial_weights(["--training_preset", "muon_smoke", *SMOKE]), weights(muon_run / "final")
     assert after.keys() <= before.keys()  # final/ stores tied weights once
@@ -138,6 +144,7 @@ def test_params_changed_from_init(muon_run):
     assert len(changed) > len(after) // 2
 
 
+@pytest.mark.integration
 def test_adamw_run_loss_falls(workdir):
     assert train(workdir, "--output_dir", "adamw", "--max_steps", "8", preset="smoke") == 0
     losses = train_losses(Path("adamw"))
@@ -146,22 +153,12 @@ def test_adamw_run_loss_falls(workdir):
     assert sum(list(losses.values())[-3:]) < sum(list(losses.values())[:3])
 
 
-def test_resume_continues_bit_exactly(muon_run, workdir):
-    resumed = Path("resumed")
-    shutil.copytree(muon_run, resumed)
-    shutil.rmtree(resumed / "checkpoint-6")
-    shutil.rmtree(resumed / "final")
-    assert main(["--training_preset", "muon_smoke", *SMOKE, "--resume", str(resumed / "checkpoint-3")]) == 0
-    assert train_losses(resumed) == train_losses(muon_run)
-    a, b = weights(muon_run / "final"), weights(resumed / "final")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    config = json.loads((resumed / "run_config.json").read_text())
-    assert config["resumes"][0]["checkpoint"].endswith("checkpoint-3")
-
-
+@pytest.mark.integration
 def test_mamba2_run_started_whole_resumes_whole_under_the_auto_default(workdir):
-    """A Mamba2 run made with --fused_blocks whole (the default before "auto") and resumed with the default flags
-    continues whole-matrix: losses and weights equal the uninterrupted run's, and optimizer.json still says whole."""
+    """``--resume checkpoint-N`` continues bit-exactly, in the fused mode the run started with: a Mamba2 run made
+    with --fused_blocks whole (the default before "auto") and resumed with the default flags continues whole-matrix:
+    losses and weights equal the uninterrupted run's, and optimizer.json still says whole. (The same resume in one
+    process: test_per_block.py; a new Mamba2 run under the default is per-block: test_run_settings.py.)"""
     flags = ["--training_preset", "muon_smoke", *SMOKE, "--model_size", "mamba-tiny"]
     assert main([*flags, "--fused_blocks", "whole", "--output_dir", "straight"]) == 0
     shutil.copytree("straight", "resumed")
@@ -170,53 +167,11 @@ def test_mamba2_run_started_whole_resumes_whole_under_the_auto_default(workdir):
     assert main([*flags, "--resume", "resumed/checkpoint-3"]) == 0
     assert train_losses(Path("resumed")) == train_losses(Path("straight"))
     a, b = weights(Path("straight") / "final"), weights(Path("resumed") / "final")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     optimizer = json.loads((Path("resumed") / "optimizer.json").read_text())
     assert optimizer["fused_blocks"] == "whole" and not any(g.get("row_blocks") for g in optimizer["groups"])
-    fresh = Path("fresh")  # and a new Mamba2 run under the default is per-block, dt rows on AdamW
-    assert main([*flags, "--max_steps", "1", "--save_strategy", "no", "--output_dir", str(fresh)]) == 0
-    assert json.loads((fresh / "optimizer.json").read_text())["fused_blocks"] == "per_block_dt_adamw"
-
-
-def test_resume_latest_skips_a_checkpoint_cut_short(muon_run, workdir):
-    run = Path("cut")
-    shutil.copytree(muon_run, run)
-    shutil.rmtree(run / "final")
-    (run / "checkpoint-6" / "trainer_state.json").unlink()  # as if the process died while saving
-    assert main(["--training_preset", "muon_smoke", *SMOKE, "--resume", "latest", "--output_dir", str(run)]) == 0
-    assert (run / "checkpoint-6.incomplete").is_dir()
-    a, b = weights(muon_run / "final"), weights(run / "final")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_finetune_from_another_runs_final(muon_run, workdir):
-    data = FIXTURES / "data" / "gsm8k_sample.jsonl"
-    assert main(["--training_preset", "muon_smoke", "--max_steps", "2", "--save_steps", "2", "--eval_steps", "2",
-                 "--data_dir", str(data), "--resume", str(muon_run / "final"), "--output_dir", "ft"]) == 0
-    config = json.loads(Path("ft/run_config.json").read_text())
-    assert config["parent_run"] == str(muon_run) and config["model"]["model_size"] == "hybrid-tiny"
-    state = json.loads(Path("ft/checkpoint-2/trainer_state.json").read_text())
-    assert state["global_step"] == 2  # a fresh schedule, not the parent's step count
-    parent, child = weights(muon_run / "final"), weights(Path("ft/final"))
-    assert any(not torch.equal(parent[k], child[k]) for k in parent)
-
-
-def test_time_budget_stops_evaluates_and_saves(workdir):
-    assert train(workdir, "--output_dir", "budget", "--max_steps", "500", "--time_budget", "1s") == 0
-    logs = metrics(Path("budget"))
-    end = logs[-1]
-    assert end["event"] == "end" and end["reason"] == "time_budget" and end["step"] < 500
-    assert any("eval_loss" in m and m["step"] == end["step"] for m in logs)
-    assert Path("budget/final/config.json").is_file()
-
-
-def test_divergence_is_recorded_and_exits_nonzero(workdir, capsys):
-    code = train(workdir, "--output_dir", "boom", "--learning_rate", "1e4", "--adamw_lr", "1e4",
-                 "--max_grad_norm", "0", "--warmup_steps", "0")
-    err = capsys.readouterr().err.strip().splitlines()
-    end = metrics(Path("boom"))[-1]
-    assert code == 3 and end["reason"] == "diverged" and err[-1].startswith("error: training diverged")
-    assert not Path("boom/final").exists()
+    config = json.loads((Path("resumed") / "run_config.json").read_text())
+    assert len(config["resumes"]) == 1 and config["resumes"][0]["checkpoint"].endswith("checkpoint-3")
 
 
 @pytest.mark.parametrize(
@@ -269,18 +224,21 @@ def test_fsdp_check_passes_with_a_gpu_or_without_fsdp(monkeypatch):
     check_fsdp_device(fsdp)
 
 
+@pytest.mark.integration
 def test_resume_with_changed_size_is_refused(muon_run, workdir, capsys):
     code = main(["--training_preset", "muon_smoke", "--model_size", "mamba-tiny", "--resume", str(muon_run)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "hybrid-tiny" in err
 
 
+@pytest.mark.integration
 def test_resume_with_other_optimizer_is_refused(muon_run, workdir, capsys):
     code = main(["--training_preset", "muon_smoke", "--optimizer", "adamw", "--resume", str(muon_run)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "final" in err
 
 
+@pytest.mark.integration
 def test_output_dir_of_another_run_is_refused(muon_run, workdir, capsys):
     code = main(["--training_preset", "muon_smoke", "--max_steps", "1", "--output_dir", str(muon_run)])
     err = capsys.readouterr().err.strip()

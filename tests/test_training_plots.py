@@ -36,6 +36,7 @@ def test_no_plot_before_any_loss(tmp_path):
     assert not (tmp_path / "run" / PLOT_FILE).exists()
 
 
+@pytest.mark.integration
 def test_tiny_run_writes_the_plot_and_tensorboard_carries_the_optimizer_scalars(tmp_path, monkeypatch):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -60,6 +61,7 @@ def test_tiny_run_writes_the_plot_and_tensorboard_carries_the_optimizer_scalars(
         assert any(t.split("/")[-1] == key for t in tags), f"{key} not in {sorted(tags)}"
 
 
+@pytest.mark.integration  # runs train_background.sh
 def test_background_status_names_the_plot(tmp_path):
     import os
     import subprocess

@@ -54,7 +54,16 @@ def test_next_smaller_divisor():
     assert next_smaller_divisor(1, 24) == 0
 
 
-def test_probe_steps_down_through_divisors_on_oom():
+@pytest.fixture
+def no_gc(monkeypatch):
+    """accelerate runs gc.collect() after each out-of-memory error: about a second each with torch and transformers
+    loaded. What is tested here is the stepping down, not the collection."""
+    import gc
+
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+
+
+def test_probe_steps_down_through_divisors_on_oom(no_gc):
     tried = []
 
     def fake_step(batch):
@@ -66,7 +75,7 @@ def test_probe_steps_down_through_divisors_on_oom():
     assert tried == [24, 12, 8, 6]
 
 
-def test_probe_gives_up_with_one_line():
+def test_probe_gives_up_with_one_line(no_gc):
     def always_oom(batch):
         raise RuntimeError("CUDA out of memory.")
 
@@ -75,7 +84,7 @@ def test_probe_gives_up_with_one_line():
     assert "\n" not in str(err.value)
 
 
-def test_probe_reraises_other_errors():
+def test_probe_reraises_other_errors(no_gc):
     def broken(batch):
         raise ValueError("shape mismatch")
 
@@ -83,6 +92,7 @@ def test_probe_reraises_other_errors():
         probe_batch(broken, 4, 4)
 
 
+@pytest.mark.integration
 def test_a_plan_with_checkpointing_turns_it_on_in_the_trainer(tmp_path):
     """apply_batch_plan writes the plan where transformers 5 reads it: the Trainer then trains with activation
     checkpointing on (setting only the old gradient_checkpointing alias after init would leave it off)."""
