@@ -50,7 +50,8 @@ def settings_of(argv: list[str], run_dir: Path) -> dict:
     from configs.model_configs import MODEL_CONFIGS
 
     from .args import parse_args
-    from .train import DEFAULT_MODEL_SIZE, apply_lr_rule, finalize_training_args
+    from .learning_rates import apply_lr_rule
+    from .train import DEFAULT_MODEL_SIZE, finalize_training_args
 
     parsed = parse_args([*argv, "--output_dir", str(run_dir)])
     finalize_training_args(parsed, Path(run_dir))

@@ -188,6 +188,8 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
         tokenizer, tokenizer_name = build_tokenizer(parsed, resolved, start_from)
         train_ds, eval_ds, data_info = build_data(parsed, tokenizer)
         model = build_run_model(parsed, resolved, tokenizer, start_from)
+        from .learning_rates import apply_lr_rule, describe_lrs
+
         lrs = apply_lr_rule(parsed, resolved.optimizer_type, model.config.hidden_size, model.config.model_type)
         if lrs and parsed.training.should_log:
             print(describe_lrs(lrs), flush=True)
@@ -296,31 +298,6 @@ def build_run_model(parsed, resolved: Resolved, tokenizer, start_from: str | Non
 
         print(apply_vram_auto(parsed, model, resolved.optimizer_type), flush=True)
     return model
-
-
-def apply_lr_rule(parsed, optimizer_type: str, width: int | None, architecture: str | None) -> dict | None:
-    """Carry the lrs from ``--lr_width`` (a preset's or a flag) to the model's ``width`` by ``configs.lr_rule``,
-    in ``parsed`` (the TrainingArguments' learning_rate and the Muon flags' adamw_lr); returns what it did, or None
-    when nothing is carried. Lrs typed on the command line stay as typed unless --lr_width was typed too."""
-    from configs.lr_rule import resolve
-
-    mu, t = parsed.muon, parsed.training
-    keep = frozenset() if "lr_width" in parsed.explicit else frozenset({"learning_rate", "adamw_lr"} & parsed.explicit)
-    lrs = resolve(optimizer=optimizer_type, learning_rate=t.learning_rate, adamw_lr=mu.adamw_lr,
-                  lr_width=mu.lr_width, width=width, architecture=architecture, keep=keep)
-    if lrs:
-        t.learning_rate = lrs["learning_rate"]
-        if lrs["adamw_lr"] is not None:
-            mu.adamw_lr = lrs["adamw_lr"]
-    return lrs
-
-
-def describe_lrs(lrs: dict) -> str:
-    """The line a run prints when its lrs were carried: what it trains with, and from where."""
-    names = {"learning_rate": "lr", "adamw_lr": "AdamW side"}
-    parts = [f"{names[k]} {lrs[k]:g} ({lrs['reasons'][k]})" for k in ("learning_rate", "adamw_lr") if lrs[k] is not None]
-    state = "measured" if lrs["measured"] else "the hypothesis bench/lr_transfer.py tests"
-    return f"learning rates for width {lrs['width']}: {', '.join(parts)}; rule: configs/lr_rule.py ({state})"
 
 
 @dataclasses.dataclass

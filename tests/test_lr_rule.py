@@ -9,7 +9,7 @@ import pytest
 from configs import lr_rule
 from configs.model_configs import TRAINING_CONFIGS
 from mamba_trainer.args import parse_args
-from mamba_trainer.train import apply_lr_rule, describe_lrs
+from mamba_trainer.learning_rates import apply_lr_rule, describe_lrs
 
 SMOKE = ["--model_size", "hybrid-tiny", "--training_preset", "muon_smoke"]
 
