@@ -278,8 +278,11 @@ def pack_best_fit(dataset: datasets.Dataset, max_seq_length: int, pad_token_id: 
 
     lengths = pc.list_value_length(dataset.with_format("arrow")[:]["input_ids"]).to_numpy()
     truncated = int((lengths > max_seq_length).sum())
-    has_label = np.array([any(x != IGNORE_INDEX for x in labels[:max_seq_length]) for labels in dataset["labels"]],
-                         dtype=bool) if len(dataset) else np.zeros(0, bool)
+    # an example keeps a label within its first max_seq_length tokens: count them per example from the flat labels
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    position = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)
+    labelled = (_flat(dataset, "labels") != IGNORE_INDEX) & (position < max_seq_length)
+    has_label = np.add.reduceat(labelled, starts) > 0 if len(dataset) else np.zeros(0, bool)
     kept = dataset if has_label.all() else dataset.select(np.flatnonzero(has_label))
     features = datasets.Features({**FEATURES, **({"position_ids": FEATURES["labels"]} if boundaries else {})})
     stats = {"truncated_examples": truncated, "dropped_examples": int((~has_label).sum())}
