@@ -4,6 +4,7 @@
     python bench/convergence.py --quick               # 80 steps of 8x64, 2 seeds
     python bench/convergence.py --out results/conv    # run again with the same --out: finished runs are skipped
     python bench/convergence.py --variant perblock --extra "--foo 1"   # Muon runs get extra mamba-train flags
+    python bench/convergence.py --out results/conv --report   # the same flags: results from the run folders alone
 
 Every run is one ``mamba-train`` process (``python -m mamba_trainer.train``): ``MuonTrainer``, the CLI's data
 pipeline (bundled math, packed), its callbacks (momentum ramp, run log, divergence stop) and the ``demo`` /
@@ -32,6 +33,8 @@ run files, ``final/config.json``; ``--keep_weights`` keeps the rest), so an ``--
 (bench/results/...) can be committed and a sweep continued in a later session or on another checkout. A time ratio
 is computed only for a pair of runs made on the same machine (same CPU model, cores, ISA flags, GPU).
 Results: ``results.json``, ``summary.md``, ``convergence.png`` (``results_<variant>.json`` etc. for a variant).
+This file is the running side (the method's runs through ``mamba_trainer.runs``, the one runner ``muon-ablate``
+uses too); ``bench/convergence_report.py`` is the analysis (ratios, table, plot).
 """
 
 from __future__ import annotations
@@ -42,8 +45,7 @@ import math
 import os
 import shlex
 import shutil
-import statistics
-import subprocess
+import subprocess  # noqa: F401  (tests patch subprocess.run through this module: the runner launches with it)
 import sys
 import time
 from pathlib import Path
@@ -52,30 +54,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from configs.model_configs import get_training_config  # noqa: E402
+from mamba_trainer import runs as runner  # noqa: E402  (the runner: launch, reuse, results)
 from mamba_trainer.jsonio import read_json, read_metrics  # noqa: E402
+from mamba_trainer.runs import eval_curve, summarize_run  # noqa: E402,F401  (this bench's names for them)
 from machine import describe_machine, machine_key  # noqa: E402  (bench/machine.py)
+# the analysis (reporting), kept importable from here as before the split
+from convergence_report import (DEFAULT_SIZES, compare, keep_other_sizes, mean_spread, plot,  # noqa: E402,F401
+                                steps_to_reach, table)
 
-DEFAULT_SIZES = ("hybrid-tiny", "mamba-tiny")
 PRESETS = {"adamw": "demo", "muon": "muon_demo"}
 
 
 # ---- pure helpers -----------------------------------------------------------------------------------------------
-def steps_to_reach(curve: list[tuple[float, float]], target: float) -> float | None:
-    """First x at which ``curve`` [(x, loss)] reaches ``target``, linear between points; None if never.
-
-    >>> steps_to_reach([(0, 5.0), (10, 4.0), (20, 3.0)], 3.5)
-    15.0
-    >>> steps_to_reach([(0, 5.0), (10, 4.0)], 3.0) is None
-    True
-    """
-    if curve and curve[0][1] <= target:
-        return float(curve[0][0])
-    for (s0, l0), (s1, l1) in zip(curve, curve[1:]):
-        if l1 <= target:
-            return s0 + (l0 - target) / (l0 - l1) * (s1 - s0)
-    return None
-
-
 def pick_best(results: dict[float, float]) -> tuple[float, bool]:
     """(lr with the lowest finite final loss, whether it sits at the grid's edge)."""
     finite = {lr: loss for lr, loss in results.items() if math.isfinite(loss)}
@@ -99,11 +89,6 @@ def next_lr(results: dict[float, float], factor: float) -> float | None:
     if not edge or len(results) < 2:
         return None
     return best * factor if best == max(results) else best / factor
-
-
-def mean_spread(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values), "values": values}
 
 
 def run_name(kind: str, lr: float, seed: int, variant: str = "") -> str:
@@ -131,77 +116,19 @@ def prune(run_dir: Path) -> None:
             path.rmdir()
 
 
-def read_machine(run_dir: Path) -> str | None:
-    path = log_path(run_dir, ".machine.json")
-    return json.loads(path.read_text()).get("machine") if path.is_file() else None
-
-
 def run_status(records: list[dict]) -> str | None:
     """The ``end`` event's reason ("completed", "diverged", "stopped", ...), or None while/if the run never ended."""
-    ends = [r for r in records if r.get("event") == "end"]
-    return ends[-1].get("reason") if ends else None
+    return runner.end_reason(records)
 
 
 def is_complete(run_dir: Path) -> bool:
     """A run to skip on resume: it ended and its result is final (a divergence is a result, a stop is not)."""
-    status = run_status(read_metrics(run_dir))
-    return status == "diverged" or (status in ("completed",) and (Path(run_dir) / "final" / "config.json").is_file())
+    return runner.is_reusable(run_dir)
 
 
-def eval_curve(records: list[dict]) -> list[tuple[int, float, float]]:
-    """[(step, training seconds, eval loss)] from a run's metrics.jsonl records.
-
-    ``elapsed_s`` counts from the start of training and includes every evaluation so far (it is logged after the
-    eval), so training seconds = elapsed_s - the sum of eval_runtime up to and including this one.
-
-    >>> eval_curve([{"step": 0, "elapsed_s": 2.0, "eval_loss": 6.9, "eval_runtime": 2.0},
-    ...             {"step": 10, "elapsed_s": 12.0, "loss": 5.0},
-    ...             {"step": 10, "elapsed_s": 15.0, "eval_loss": 4.0, "eval_runtime": 2.5}])
-    [(0, 0.0, 6.9), (10, 10.5, 4.0)]
-    """
-    curve, eval_seconds = [], 0.0
-    for record in records:
-        if "eval_loss" in record:
-            eval_seconds += float(record.get("eval_runtime", 0.0))
-            seconds = max(float(record["elapsed_s"]) - eval_seconds, 0.0)
-            if curve and curve[-1][0] == int(record["step"]):  # --eval_on_start again after a resume: same weights
-                continue
-            curve.append((int(record["step"]), round(seconds, 3), float(record["eval_loss"])))
-    return curve
-
-
-def summarize_run(records: list[dict]) -> dict:
-    curve = eval_curve(records)
-    status = run_status(records)
-    final = curve[-1][2] if curve and status == "completed" else math.inf
-    steps = curve[-1][0] if curve else 0
-    seconds = curve[-1][1] if curve else 0.0
-    return {"curve": curve, "final": final, "status": status, "steps": steps, "train_seconds": seconds,
-            "s_per_step": seconds / steps if steps else None}
-
-
-def compare(adamw_runs: list[dict], muon_runs: list[dict]) -> dict:
-    """Per seed (paired by position): steps ratio, time-to-target ratio and final-loss gap, then mean ± spread."""
-    steps_r, time_r, gaps = [], [], []
-    for a, m in zip(adamw_runs, muon_runs):
-        target = a["final"]
-        s = steps_to_reach([(st, loss) for st, _, loss in m["curve"]], target)
-        t = steps_to_reach([(sec, loss) for _, sec, loss in m["curve"]], target)
-        steps_r.append(s / a["steps"] if s is not None and a["steps"] else math.inf)
-        time_r.append(t / a["train_seconds"] if t is not None and a["train_seconds"] else math.inf)
-        gaps.append(m["final"] - a["final"])
-        if a.get("machine") != m.get("machine"):  # seconds from two machines do not divide
-            time_r[-1] = math.nan
-
-    def summary(values):
-        finite = [v for v in values if math.isfinite(v)]  # over the seeds that reached the target
-        values = [v for v in values if not math.isnan(v)]  # NaN: not comparable (two machines), not counted
-        return {**mean_spread(finite), "reached": len(finite), "of": len(values)} if finite else None
-
-    return {"steps_ratio": summary(steps_r), "time_ratio": summary(time_r), "final_gap": summary(gaps),
-            "steps_ratios": steps_r, "time_ratios": time_r,
-            "adamw_final": mean_spread([a["final"] for a in adamw_runs]),
-            "muon_final": mean_spread([m["final"] for m in muon_runs])}
+def read_machine(run_dir: Path) -> str | None:
+    path = log_path(run_dir, ".machine.json")
+    return json.loads(path.read_text()).get("machine") if path.is_file() else None
 
 
 def train_flags(size: str, kind: str, lr: float, seed: int, cfg, run_dir: Path, adamw_lr: float | None) -> list[str]:
@@ -238,22 +165,22 @@ def check_same_settings(run_dir: Path, flags: list[str]) -> dict | None:
     "auto" resolves to), whatever the command looked like. So the same --variant name with other --extra flags,
     another --steps, or a changed preset or default never picks up runs made for something else, and a folder
     renamed to the variant whose flags name what it ran is reused. Returns the recorded settings."""
-    from mamba_trainer.run_settings import first_difference, recorded_settings, settings_of
-
-    recorded = recorded_settings(run_dir)
-    diff = first_difference(recorded, settings_of(flags, run_dir))
+    diff = runner.settings_difference(run_dir, flags)
     if diff:
         raise SystemExit(f"error: {run_dir} was made with other settings ({diff[0]}: {diff[1]!r} there, {diff[2]!r} "
                          "now); pass another --variant name or --out, or delete that folder to rerun it")
-    return recorded
+    return runner.recorded_settings(run_dir)
 
 
 def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float | None = None) -> dict:
-    """One mamba-train process (skipped when its folder already holds a finished run); returns its summary."""
+    """One mamba-train process (skipped when its folder already holds a finished run); returns its summary.
+    ``cfg.report`` (``--report``): never launch; a run not finished yet is an error."""
     run_dir = Path(cfg.out) / size / run_name(kind, lr, seed, cfg.variant)
     if is_complete(run_dir):
         recorded = check_same_settings(run_dir, train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr))
         log(f"{run_dir.name}: done before, reusing it")
+    elif getattr(cfg, "report", False):
+        raise SystemExit(f"error: --report: {run_dir} holds no finished run; run the bench without --report first")
     else:
         resumable = getattr(cfg, "resumable", False)
         if run_dir.exists() and not resumable:  # a run cut short: its timing is unusable, so it starts again
@@ -261,23 +188,17 @@ def train_run(size: str, kind: str, lr: float, seed: int, cfg, adamw_lr: float |
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         # resumable: --resume latest continues a checkpoint, restarts a run killed before one, or starts a new one
         flags = train_flags(size, kind, lr, seed, cfg, run_dir, adamw_lr) + (["--resume", "latest"] if resumable else [])
-        env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
         load = os.getloadavg()
-        with open(log_path(run_dir), "a" if resumable else "w") as handle:
-            handle.write(shlex.join(["mamba-train", *flags]) + f"\n# load average at start: {load}\n")
-            handle.flush()
-            rc = subprocess.run([sys.executable, "-m", "mamba_trainer.train", *flags], cwd=ROOT, env=env,
-                                stdout=handle, stderr=subprocess.STDOUT).returncode
+        rc = runner.run_logged(runner.mamba_train_command(flags), log_path(run_dir), cwd=ROOT, append=resumable,
+                               env=runner.child_env(threads=cfg.threads, offline=True),
+                               header=shlex.join(["mamba-train", *flags]) + f"\n# load average at start: {load}\n")
         if rc not in (0, 3):  # 3: diverged, a result; anything else is a broken run
             raise RuntimeError(f"{run_dir.name} failed (exit {rc}); see {log_path(run_dir)}")
         log_path(run_dir, ".machine.json").write_text(json.dumps(
             {"machine": machine_key(), "load_average_start": load, "load_average_end": os.getloadavg()}) + "\n")
         if not cfg.keep_weights:
             prune(run_dir)
-        from mamba_trainer.run_settings import recorded_settings
-
-        recorded = recorded_settings(run_dir)
+        recorded = runner.recorded_settings(run_dir)
     fused = recorded["muon"].get("fused_blocks") if recorded and kind == "muon" else None  # what "auto" gave
     r = {"size": size, "kind": kind, "lr": lr, "seed": seed, "adamw_lr": adamw_lr, "run_dir": str(run_dir),
          "machine": read_machine(run_dir), "fused_blocks": fused,
@@ -307,64 +228,6 @@ def tune(size: str, kind: str, grid: list[float], cfg, runs: list, adamw_lr=None
     return best
 
 
-def plot(summary: list[dict], runs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(summary), 2, figsize=(13, 4.3 * len(summary)), squeeze=False)
-    colors = {"adamw": "#d95f02", "muon": "#1b9e77"}
-    for row, s in enumerate(summary):
-        for kind in ("adamw", "muon"):
-            mine = [r for r in runs if r["size"] == s["size"] and r["kind"] == kind and r["lr"] == s[f"{kind}_lr"]]
-            mine = sorted({r["seed"]: r for r in mine}.values(), key=lambda r: r["seed"])
-            fused = f"{s['fused_blocks']}, " if kind == "muon" and s.get("fused_blocks") else ""
-            label = f"{'AdamW' if kind == 'adamw' else 'Muon'} ({fused}lr {s[f'{kind}_lr']:g}, {len(mine)} seeds)"
-            for col in (0, 1):
-                for i, r in enumerate(mine):
-                    points = r["curve"][1:]  # step 0 (~ln vocab) would squash the rest
-                    axes[row][col].plot([c[col] for c in points], [c[2] for c in points], color=colors[kind],
-                                        alpha=0.9 if i == 0 else 0.45, lw=1.8 if i == 0 else 1.0,
-                                        label=label if i == 0 else None)
-        target = s["adamw_final"]["mean"]
-        sr, tr = s["steps_ratio"], s["time_ratio"]
-        text = (f"steps ratio {sr['mean']:.2f} ± {sr['std']:.2f} ({sr['reached']}/{sr['of']} seeds)" if sr
-                else "Muon does not reach AdamW's final loss")
-        ttext = f"time-to-target ratio {tr['mean']:.2f} ± {tr['std']:.2f}" if tr else "target not reached"
-        for col, (xlabel, title) in enumerate((("optimizer step", text), ("training seconds (evals excluded)", ttext))):
-            ax = axes[row][col]
-            ax.axhline(target, color="#555555", ls=":", lw=1, label=f"AdamW final (mean) {target:.3f}")
-            ax.set(xlabel=xlabel, ylabel="eval loss (nats/token)", title=f"{s['size']}: {title}")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def table(summary: list[dict]) -> str:
-    def ms(d, digits=2):
-        if not d:
-            return "not reached"
-        partial = f" ({d['reached']}/{d['of']} seeds)" if d.get("reached", 0) < d.get("of", 0) else ""
-        return f"{d['mean']:.{digits}f} ± {d['std']:.{digits}f}{partial}"
-
-    lines = ["| model | variant | AdamW lr | Muon lr | AdamW final | Muon final | final gap (Muon-AdamW) "
-             "| steps ratio | time-to-target ratio | per-seed steps ratios |", "|---" * 10 + "|"]
-    for s in summary:
-        per = ", ".join(f"{r:.2f}" if math.isfinite(r) else "> 1" for r in s["steps_ratios"])
-        times = ("n/a (runs from two machines)" if all(math.isnan(t) for t in s["time_ratios"])
-                 else ms(s["time_ratio"]))
-        variant = s["variant"] or "default"
-        variant += f" ({s['fused_blocks']})" if s.get("fused_blocks") not in (None, variant) else ""
-        lines.append(f"| {s['size']} | {variant} | {s['adamw_lr']:g} | {s['muon_lr']:g} | "
-                     f"{ms(s['adamw_final'], 3)} | {ms(s['muon_final'], 3)} | {ms(s['final_gap'], 3)} | "
-                     f"{ms(s['steps_ratio'])} | {times} | {per} |")
-    return "\n".join(lines)
-
-
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Muon vs AdamW convergence through mamba-train (CPU-sized).")
     p.add_argument("--sizes", default=",".join(DEFAULT_SIZES), help="model sizes (default: hybrid-tiny,mamba-tiny)")
@@ -385,6 +248,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="folder of the runs and results (default results/convergence_<time>)")
     p.add_argument("--plot", default=None, help="also save the plot here (e.g. docs/images/convergence.png)")
     p.add_argument("--keep_weights", action="store_true", help="keep each finished run's weights and plots")
+    p.add_argument("--report", action="store_true", help="launch nothing: rebuild results, table and plot from the "
+                                                          "finished runs in --out (the same flags as the runs)")
     cfg = p.parse_args(argv)
     if cfg.quick:
         cfg.steps, cfg.seq_len, cfg.seeds, cfg.eval_every = 80, 64, 2, 10
@@ -394,30 +259,13 @@ def parse(argv=None) -> argparse.Namespace:
     return cfg
 
 
-def keep_other_sizes(old: dict, summary: list[dict], runs: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Add to this invocation's results the sizes an earlier one wrote (``old``) and this one did not rerun.
-
-    One ``--out`` folder then holds every size's table, runs and plot, whichever command measured them last
-    (each summary row keeps the command that produced it). ``old`` is read once, before this invocation
-    writes anything, so its own partial writes never hide the earlier sizes.
-    """
-    done = {s["size"] for s in summary}
-    earlier = [{"command": old.get("command"), **s} for s in old.get("summary", []) if s.get("size") not in done]
-    order = {size: i for i, size in enumerate(DEFAULT_SIZES)}  # one row order whichever command ran last
-
-    def by_size(row):
-        return order.get(row.get("size"), len(order))
-
-    return (sorted(earlier + summary, key=by_size),
-            sorted([r for r in old.get("runs", []) if r.get("size") not in done] + runs, key=by_size))
-
-
 def main(argv=None) -> int:
     cfg = parse(argv)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    info = {"command": shlex.join(["python", "bench/convergence.py", *(sys.argv[1:] if argv is None else argv)]),
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report"]  # the command that ran them
+    info = {"command": shlex.join(["python", "bench/convergence.py", *given]),
             "args": vars(cfg), "machine": describe_machine(), "load_average_start": os.getloadavg()}
     runs, summary = [], []
     tag = f"_{cfg.variant}" if cfg.variant else ""  # each variant's results beside the others' in one --out

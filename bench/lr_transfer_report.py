@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import convergence  # noqa: E402
+from mamba_trainer.rundir import RunConfig  # noqa: E402
 from lr_transfer import BASE, FAMILIES, FIT_WIDTHS, best_lr, condition_name, fit_power  # noqa: E402
 
 RUN_RE = re.compile(r"^(adamw|muon)(?:_(.+))?_lr([0-9.e+-]+)_seed(\d+)$")
@@ -36,12 +37,12 @@ def collect(out: Path) -> list[dict]:
         if not (m and s) or not convergence.is_complete(run_dir):
             continue
         summary = convergence.summarize_run(convergence.read_metrics(run_dir))
-        config = json.loads((run_dir / "run_config.json").read_text())
+        config = RunConfig.read(run_dir)
         runs.append({"condition": condition, "family": s.group(1), "width": int(s.group(2)), "kind": m.group(1),
                      "variant": m.group(2) or "", "lr": float(m.group(3)), "seed": int(m.group(4)),
-                     "adamw_lr": config.get("muon", {}).get("adamw_lr"), "final": summary["final"],
+                     "adamw_lr": config.adamw_lr, "final": summary["final"],
                      "status": summary["status"], "steps": summary["steps"], "curve": summary["curve"],
-                     "params": config["model"].get("num_parameters")})
+                     "params": config.num_parameters})
     return runs
 
 

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from mamba_trainer.jsonio import read_metrics  # noqa: E402
+from mamba_trainer.rundir import end_record, is_finished  # noqa: E402
+from mamba_trainer.runs import mamba_train_command, run_logged  # noqa: E402  (the one runner of mamba-train runs)
 
 RUNS = {  # name -> (preset, is a training run)
     "init": ("muon_demo", False),
@@ -42,12 +43,13 @@ RUNS = {  # name -> (preset, is a training run)
 
 def train_command(name: str, root: Path, a) -> list[str]:
     preset, trains = RUNS[name]
-    cmd = [sys.executable, "-m", "mamba_trainer.train", "--training_preset", preset, "--model_size", "hybrid-tiny",
-           "--seed", str(a.seed), "--output_dir", str(root / name)]
-    if not trains:
-        return cmd + ["--max_steps", "0"]
-    return cmd + ["--max_steps", str(a.steps), "--time_budget", a.time_budget, "--eval_steps", str(a.eval_steps),
+    flags = ["--training_preset", preset, "--model_size", "hybrid-tiny", "--seed", str(a.seed)]
+    if trains:
+        flags += ["--max_steps", str(a.steps), "--time_budget", a.time_budget, "--eval_steps", str(a.eval_steps),
                   "--save_steps", str(a.steps), "--gsm8k_eval_samples", str(a.train_eval_problems)]
+    else:
+        flags += ["--max_steps", "0"]
+    return mamba_train_command(flags, run_dir=root / name)
 
 
 def eval_command(name: str, root: Path, a) -> list[str]:
@@ -58,15 +60,13 @@ def eval_command(name: str, root: Path, a) -> list[str]:
 def run(cmd: list[str], log: Path) -> float:
     """Run ``cmd`` with its output teed to ``log``; returns wall-clock seconds. A failure stops the demo."""
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(log, "a") as handle:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            handle.write(line)
-            if not line.startswith("[transformers]"):  # the kernel-fallback notes, once per layer type
-                sys.stdout.write(line)
-        code = proc.wait()
+
+    def show(line: str) -> None:
+        if not line.startswith("[transformers]"):  # the kernel-fallback notes, once per layer type
+            sys.stdout.write(line)
+
+    code = run_logged(cmd, log, cwd=REPO, tee=show)
     seconds = time.perf_counter() - started
     if code != 0:
         sys.exit(f"error: {cmd[2]} failed with status {code}; see {log}")
@@ -79,7 +79,7 @@ def describe(name: str, root: Path, timings: dict) -> dict:
     metrics = read_metrics(run_dir)
     train = [m for m in metrics if "loss" in m]
     evals = [m for m in metrics if "eval_loss" in m]
-    end = next((m for m in reversed(metrics) if m.get("event") == "end"), {})
+    end = end_record(metrics) or {}
     result_file = run_dir / "eval" / "bundled-math_test.json"
     summary = json.loads(result_file.read_text())["summary"]["models"][0] if result_file.is_file() else {}
     trains = RUNS[name][1]
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not a.report_only:
         for name in RUNS:
-            if not (root / name / "final" / "config.json").is_file():
+            if not is_finished(root / name):
                 timings[f"train_{name}"] = run(train_command(name, root, a), root / "logs" / f"train_{name}.log")
                 timings_file.write_text(json.dumps(timings, indent=1))
         for name in RUNS:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import convergence  # noqa: E402  (bench/convergence.py)
+from mamba_trainer.rundir import RunConfig, series  # noqa: E402
 
 MODES = ("stream", "bfd_leaky", "bfd", "none")
 SCORES = "scores.json"
@@ -79,11 +80,10 @@ def score(run_dir: Path, cfg, seed: int) -> dict:
     path = run_dir / SCORES
     if path.is_file():
         return json.loads(path.read_text())
-    config = json.loads((run_dir / "run_config.json").read_text())
-    records = convergence.read_metrics(run_dir)
-    rates = [r["tokens_per_second"] for r in records if isinstance(r.get("tokens_per_second"), (int, float))]
-    tokens = config["data"]["tokens"]["train"]
-    rows = config["data"]["counts"]["train_sequences"] * cfg.seq_len
+    data = RunConfig.read(run_dir).data
+    _, rates = series(run_dir, "tokens_per_second")
+    tokens = data["tokens"]["train"]
+    rows = data["counts"]["train_sequences"] * cfg.seq_len
     padding = tokens.get("padding_tokens", rows - tokens["tokens"]) / rows
     scores = {"leak_free_eval_loss": leak_free_eval_loss(run_dir / "final", seed, cfg.eval_examples, cfg.seq_len),
               "accuracy": answer_accuracy(run_dir / "final", cfg.eval_problems),

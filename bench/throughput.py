@@ -12,30 +12,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mamba_trainer.jsonio import read_metrics  # noqa: E402
+from mamba_trainer.rundir import series  # noqa: E402
+from mamba_trainer.runs import mamba_train_command, run_logged  # noqa: E402  (the one runner of mamba-train runs)
 
 
 def run_once(workdir: Path, optimizer: str, args, seed: int) -> list[float]:
     out = workdir / f"{optimizer}_{seed}"
-    cmd = [sys.executable, "-m", "mamba_trainer.train", "--model_size", args.model_size,
-           "--training_preset", "muon_demo" if optimizer == "muon" else "demo", "--optimizer", optimizer,
-           "--max_steps", str(args.steps), "--logging_steps", "1", "--eval_strategy", "no", "--save_strategy", "no",
-           "--max_train_examples", "4000", "--per_device_train_batch_size", str(args.batch),
-           "--max_seq_length", str(args.seq_len), "--seed", str(seed), "--output_dir", str(out)]
+    flags = ["--model_size", args.model_size, "--training_preset", "muon_demo" if optimizer == "muon" else "demo",
+             "--optimizer", optimizer, "--max_steps", str(args.steps), "--logging_steps", "1", "--eval_strategy", "no",
+             "--save_strategy", "no", "--max_train_examples", "4000", "--per_device_train_batch_size", str(args.batch),
+             "--max_seq_length", str(args.seq_len), "--seed", str(seed)]
     if args.tokenizer:
-        cmd += ["--tokenizer", args.tokenizer]
-    cmd += args.extra.split()
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{optimizer} run failed:\n{result.stderr[-3000:]}")
-    rows = read_metrics(out)
-    rates = [r["tokens_per_second"] for r in rows if "tokens_per_second" in r]
+        flags += ["--tokenizer", args.tokenizer]
+    flags += args.extra.split()
+    log = workdir / f"{optimizer}_{seed}.log"
+    if run_logged(mamba_train_command(flags, run_dir=out), log, cwd=workdir, append=False) != 0:
+        sys.exit(f"{optimizer} run failed:\n{log.read_text()[-3000:]}")
+    _, rates = series(out, "tokens_per_second")
     return rates[args.skip:]
 
 

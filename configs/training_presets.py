@@ -4,17 +4,15 @@ Each value carries a one-line *why*. Steps, lrs and batch sizes are starting poi
 presets make no accuracy claims. ``TRAINING_CONFIGS`` (in ``configs.model_configs``) holds the resolved dicts.
 
 Key names are the ones users write today (``eval_interval``, ``save_interval``, ``label_smoothing``); the CLI
-maps them to ``TrainingArguments`` flags (the ``flag`` of each rule in ``configs.model_configs.TRAINING_KEYS``, the
-schema every key here is checked with). Under ``optimizer="muon"``, ``learning_rate`` is Muon's lr for the
+maps them to ``TrainingArguments`` flags (the ``flag`` of each rule in ``configs.settings.TRAINING_KEYS``, the
+schema every key here is checked with). The Muon keys are the fields of ``configs.settings.MuonArguments``, which
+hold their defaults. Under ``optimizer="muon"``, ``learning_rate`` is Muon's lr for the
 hidden weight matrices and ``adamw_lr`` the lr of everything else (embeddings, norms, biases, SSM scalars).
 """
 
 from __future__ import annotations
 
-#: Scheduler names ``transformers.get_scheduler`` accepts (tests check this against ``SchedulerType``).
-#: warmup_stable_decay and *_with_min_lr also need ``--lr_scheduler_kwargs`` (e.g. num_decay_steps / min_lr_rate).
-SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-              "inverse_sqrt", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay")
+from .settings import MUON_DEFAULTS, SCHEDULERS  # noqa: F401  (SCHEDULERS: re-exported, its old home)
 
 BASE: dict = {
     "optimizer": "adamw",  # the well-known baseline; Muon presets opt in
@@ -34,23 +32,8 @@ BASE: dict = {
     "adam_epsilon": 1e-8,  # PyTorch default
     "max_grad_norm": 1.0,  # clip rare spikes; inactive in normal steps
     "label_smoothing": 0.0,  # off: smoothing distorts the likelihood we evaluate with
-    # Muon keys (read only when optimizer == "muon")
-    "momentum": 0.95,  # Keller Jordan's Muon default
-    "nesterov": True,  # Muon's reference update uses Nesterov momentum
-    "backend": "newtonschulz5",  # quintic Newton-Schulz: the reference orthogonalization
-    "ns_steps": None,  # None = the backend's own iteration count (5 for newtonschulz5)
-    "adjust_lr": "original",  # lr x sqrt(max(1, rows/cols)), as in the reference Muon
-    "adamw_lr": None,  # None = learning_rate / 10 (optimizers.factory.ADAMW_LR_RATIO); Muon presets set it
-    "momentum_warmup_start": 0.85,  # momentum ramps 0.85 -> `momentum`, as in the modded-nanoGPT runs
-    "momentum_warmup_steps": 300,  # length of that ramp
-    "muon_beta2": None,  # NorMuon second-moment normalisation off: opt in with e.g. 0.95
-    "muon_compute_dtype": "auto",  # bf16 where the device multiplies bf16 fast (CUDA, AVX-512 BF16), else fp32
-    "ns_method": "auto",  # Gram-space Newton-Schulz where it needs >= 5% fewer FLOPs (Mamba2 in_proj)
-    # fused projections (in_proj, gate_up_proj) by model family: per row block with the dt rows on AdamW for pure
-    # Mamba2 (won every seed at 400 steps), one matrix as reference Muon for Zamba2 (per-block lost every seed)
-    "fused_blocks": "auto",
-    # the lrs apply as written at every width until the lr-transfer study sets a measured rule (configs/lr_rule.py)
-    "lr_width": None,
+    # Muon keys (read only when optimizer == "muon"): the defaults, and why, are the fields of MuonArguments
+    **MUON_DEFAULTS,
 }
 
 _MUON = {

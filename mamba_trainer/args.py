@@ -1,14 +1,14 @@
-"""Command-line arguments of ``mamba-train``: defaults < training preset < flags.
+"""Command-line arguments of ``mamba-train``: dataclass defaults < training preset < flags.
 
-The dataclasses below are parsed by ``transformers.HfArgumentParser`` together with ``TrainingArguments``, so
-every ``TrainingArguments`` flag still works. A preset is applied by turning it into flags placed *before* the
-user's flags: argparse keeps the last value of a repeated flag, so anything typed on the command line wins, and
-``TrainingArguments.__post_init__`` runs once, on the final values.
+``HfArgumentParser`` parses the dataclasses below, ``configs.settings.MuonArguments`` (one field per Muon knob,
+named as ``create_muon_optimizer``'s keyword) and ``TrainingArguments``, so every ``TrainingArguments`` flag works
+too. A preset becomes the parser's *defaults* (``parser.set_defaults``, the pattern of TRL's
+``TrlParser.set_defaults_with_config``): anything typed on the command line wins, ``--help`` shows the preset's
+values because they are the defaults, and ``TrainingArguments.__post_init__`` runs once, on the final values.
 
-Every training-preset key is a flag, and ``configs.model_configs.TRAINING_KEYS`` is its one schema: the flags our
-dataclasses add for preset keys take their type, default (``BASE``), choices and help from it, and ``make_parser``
-checks every preset flag's value with the key's rule, so ``--momentum 1.5`` fails like ``momentum: 1.5`` in a
-presets file. ``MuonArguments`` is built from the schema: one flag per preset key that no other class parses.
+Every training-preset key is a flag, and ``configs.settings.TRAINING_KEYS`` is its one schema: while ``_Parser``
+adds the flag of a preset key, it takes the check of typed values, the choices and the help from the key's rule,
+so ``--momentum 1.5`` fails like ``momentum: 1.5`` in a presets file.
 
 Changed ``TrainingArguments`` defaults (see ``FRAMEWORK_DEFAULTS``): evaluation and saving every N steps
 (N from the preset), no reporting integrations, token counting on (non-padding tokens), the three newest checkpoints kept.
@@ -17,37 +17,25 @@ Changed ``TrainingArguments`` defaults (see ``FRAMEWORK_DEFAULTS``): evaluation 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields
 
 from transformers import HfArgumentParser, TrainingArguments
 
-from configs.model_configs import TRAINING_KEYS, get_training_config, load_presets_file
+from configs.model_configs import get_training_config, load_presets_file
+from configs.settings import LEGACY_KEYS, TRAINING_KEYS, MuonArguments, flag_of  # noqa: F401  (re-exported)
 from configs.text import first_line
 from configs.training_presets import BASE
 
 from .errors import UserError
-
-
-def flag_of(key: str) -> str:
-    """The mamba-train flag of training key ``key`` (``eval_interval`` -> ``eval_steps``)."""
-    return TRAINING_KEYS[key].flag or key
-
-
-def _preset_field_spec(key: str):
-    """``(name, type, field)`` of the flag for preset key ``key``, all from its schema rule. The default is BASE's
-    (None for nullable keys: the preset passes no flag for None, so the field's default must be None)."""
-    rule = TRAINING_KEYS[key]
-    metadata = {"help": rule.help}
-    if rule.choices and rule.type is not bool:  # HfArgumentParser makes bool flags itself
-        metadata["choices"] = list(rule.choices)
-    kind = rule.type | None if rule.nullable else rule.type
-    return flag_of(key), kind, field(default=None if rule.nullable else BASE[key], metadata=metadata)
-
+from .finalize import DEFAULT_MODEL_SIZE
 
 def preset_field(key: str):
-    """A dataclass field for preset key ``key`` (annotate it with the rule's type; a test checks every flag)."""
-    return _preset_field_spec(key)[2]
+    """A dataclass field for preset key ``key`` (annotate it with the rule's type; a test checks every flag). The
+    default is BASE's (None for nullable keys); choices and checks come from the rule when the parser adds it."""
+    rule = TRAINING_KEYS[key]
+    return field(default=None if rule.nullable else BASE[key], metadata={"help": rule.help})
 
 
 @dataclass
@@ -141,18 +129,13 @@ class RunArguments:
     )
 
 
-_OTHER_FLAGS = {f.name for cls in (ModelArguments, DataArguments, RunArguments, TrainingArguments) for f in fields(cls)}
-
-#: The Muon flags: one per preset key no other class parses (momentum, backend, ns_steps, ...), built from the schema.
-MuonArguments = make_dataclass(
-    "MuonArguments", [_preset_field_spec(key) for key in TRAINING_KEYS if flag_of(key) not in _OTHER_FLAGS])
-MuonArguments.__module__ = __name__  # make_dataclass's `module=` needs Python 3.12
-MuonArguments.__doc__ = "Muon settings; each field is the preset key of its name (configs.model_configs.TRAINING_KEYS)."
-
 ARG_CLASSES = (ModelArguments, DataArguments, RunArguments, MuonArguments, TrainingArguments)
 
 #: Preset keys whose flag has another name (users write the nanoGPT-style names in presets); from the schema.
 PRESET_RENAMES = {key: flag_of(key) for key in TRAINING_KEYS if flag_of(key) != key}
+_KEY_OF_FLAG = {flag_of(key): key for key in TRAINING_KEYS}
+#: Field metadata that is ours (configs.settings), not argparse's: kept from add_argument
+_SCHEMA_METADATA = ("rule", "label", "sweep", "factory")
 
 #: TrainingArguments defaults we change; a preset or a flag overrides them.
 FRAMEWORK_DEFAULTS = {
@@ -201,11 +184,15 @@ class ParsedArgs:
     explicit: set[str]  # flags the user typed (dest names)
     argv: list[str]
 
+    @property
+    def optimizer_type(self) -> str:
+        """The optimizer the flags and preset ask for (a continued run keeps its own: ``resolve.resolve_run``)."""
+        return self.run.optimizer or self.preset.get("optimizer", "muon")
 
-class _Parser(HfArgumentParser):
-    def error(self, message):
-        # One line naming the problem (argparse lists the valid choices in it), not a usage block.
-        self.exit(2, f"error: {message} (see mamba-train --help)\n")
+    @property
+    def model_size(self) -> str:
+        """The size the flags name: --model_size, "custom" for --model_name_or_path, else the default size."""
+        return self.model.model_size or ("custom" if self.model.model_name_or_path else DEFAULT_MODEL_SIZE)
 
 
 def _is_number(text: str) -> bool:
@@ -216,10 +203,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _checked(convert, key: str):
-    """argparse ``type`` for the flag of preset key ``key``: convert as before, then apply the key's rule; a bad
-    value fails with the rule's message, as it does in a presets file."""
-    rule = TRAINING_KEYS[key]
+def _checked(convert, rule):
+    """argparse ``type`` for the flag of a preset key: convert as before, then apply the key's rule; a bad value
+    fails with the rule's message, as it does in a presets file."""
 
     def check(text):
         try:
@@ -236,50 +222,49 @@ def _checked(convert, key: str):
     return check
 
 
-def make_parser() -> HfArgumentParser:
-    # allow_abbrev=False: a mistyped or shortened flag is an error, never a silent match.
-    parser = _Parser(ARG_CLASSES, allow_abbrev=False, description="Train a Mamba/hybrid model with Muon.")
-    by_flag = {flag_of(key): key for key in TRAINING_KEYS}
-    for action in parser._actions:
-        key = by_flag.get(action.dest)
-        if key is None or action.type is None:  # not a preset flag, or a value-less --no_<flag>
-            continue
-        rule = TRAINING_KEYS[key]
-        action.type = _checked(action.type, key)
-        if rule.choices and rule.type is not bool:
-            action.choices = list(rule.choices)  # ours, e.g. SCHEDULERS instead of every SchedulerType
+class _Parser(HfArgumentParser):
+    def error(self, message):
+        # One line naming the problem (argparse lists the valid choices in it), not a usage block.
+        self.exit(2, f"error: {message} (see mamba-train --help)\n")
+
+    @staticmethod
+    def _parse_dataclass_field(parser, fld):
+        """HfArgumentParser's flag for ``fld``; a preset key's flag also gets its rule's check, choices and help
+        (ours, e.g. SCHEDULERS instead of every SchedulerType)."""
+        key = _KEY_OF_FLAG.get(fld.name)
+        if key is None:
+            return HfArgumentParser._parse_dataclass_field(parser, fld)
+        shown = copy.copy(fld)
+        shown.metadata = {k: v for k, v in fld.metadata.items() if k not in _SCHEMA_METADATA}
+        HfArgumentParser._parse_dataclass_field(parser, shown)
+        rule, action = TRAINING_KEYS[key], parser._option_string_actions[f"--{fld.name}"]
+        action.type = _checked(action.type, rule)
+        if rule.choices and rule.type is not bool:  # HfArgumentParser makes bool flags itself
+            action.choices = rule.choices
         if rule.help:
             action.help = rule.help
+        return None
+
+
+def preset_defaults(preset: dict) -> dict:
+    """The parser defaults a preset gives: dest -> value (FRAMEWORK_DEFAULTS first, the preset's keys as flags)."""
+    return {**FRAMEWORK_DEFAULTS, **{flag_of(key): value for key, value in preset.items()}}
+
+
+def make_parser(preset_name: str | None = None, preset: dict | None = None) -> HfArgumentParser:
+    """The parser; with a preset, its values (and FRAMEWORK_DEFAULTS) are the defaults, which --help shows."""
+    # allow_abbrev=False: a mistyped or shortened flag is an error, never a silent match.
+    parser = _Parser(ARG_CLASSES, allow_abbrev=False, description="Train a Mamba/hybrid model with Muon.")
+    if preset is not None:
+        defaults = preset_defaults(preset)
+        for action in parser._actions:  # as TRL's TrlParser.set_defaults_with_config
+            if action.dest in defaults:
+                value = defaults[action.dest]  # typed as the flag would be (argparse types a str default itself)
+                typed = action.type is not None and value is not None and not isinstance(value, str)
+                action.default = action.type(value) if typed else value
+        parser.description += (f" Defaults shown are those of --training_preset {preset_name} (pass "
+                               "--training_preset NAME --help to see another preset's).")
     return parser
-
-
-def _flag_names() -> set[str]:
-    return {f.name for cls in ARG_CLASSES for f in fields(cls) if f.init}
-
-
-def preset_to_flags(preset: dict) -> list[str]:
-    """Turn a preset dict into ``--flag value`` strings (None values are left to the defaults)."""
-    known = _flag_names()
-    argv: list[str] = []
-    for key, value in preset.items():
-        flag = PRESET_RENAMES.get(key, key)
-        if flag not in known:
-            raise UserError(f"preset key '{key}' matches no training flag; valid flags: see mamba-train --help")
-        if value is None:
-            continue
-        argv += [f"--{flag}", str(value)]
-    return argv
-
-
-def show_preset_in_help(parser: argparse.ArgumentParser, preset_name: str, preset: dict) -> None:
-    """Make ``--help`` show the values a run will use: the preset's (and FRAMEWORK_DEFAULTS'), not the dataclass
-    defaults it always replaces. Parsing is unchanged: the preset still arrives as flags placed first."""
-    values = {**FRAMEWORK_DEFAULTS, **{PRESET_RENAMES.get(k, k): v for k, v in preset.items() if v is not None}}
-    for action in parser._actions:
-        if action.dest in values:
-            action.default = values[action.dest]
-    parser.description = (f"Train a Mamba/hybrid model with Muon. Defaults shown are those of --training_preset "
-                          f"{preset_name} (pass --training_preset NAME --help to see another preset's).")
 
 
 def explicit_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
@@ -304,22 +289,18 @@ def _early(argv: list[str], name: str, default):
 
 def parse_args(argv: list[str] | None = None) -> ParsedArgs:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = make_parser()
     presets_file = _early(argv, "presets_file", None)
     if presets_file:
         load_presets_file(presets_file)
     preset_name = _early(argv, "training_preset", RunArguments.training_preset)
     preset = get_training_config(preset_name)
-
-    defaults = [item for key, value in FRAMEWORK_DEFAULTS.items() for item in (f"--{key}", str(value))]
-    show_preset_in_help(parser, preset_name, preset)
-    full = defaults + preset_to_flags(preset) + argv
-    namespace, unknown = parser.parse_known_args(full)
+    parser = make_parser(preset_name, preset)
+    namespace, unknown = parser.parse_known_args(argv)
     if unknown:
         flags = " ".join(a for a in unknown if a.startswith("-")) or " ".join(unknown)
         raise UserError(f"unknown argument(s): {flags} (see mamba-train --help for the valid flags)")
     try:
-        outputs = parser.parse_args_into_dataclasses(args=full)
+        outputs = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:  # TrainingArguments.__post_init__ validation
         raise UserError(first_line(exc)) from None
     model, data, run, muon, training = outputs

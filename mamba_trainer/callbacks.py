@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 
 from optimizers import momentum_at_step
 
-from .rundir import append_metrics
+from .rundir.metrics import append_metrics
 
 
 class MomentumScheduleCallback(TrainerCallback):

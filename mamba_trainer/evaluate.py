@@ -25,7 +25,6 @@ settings, summary, and per problem the prompt, gold answer, generations, extract
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -35,8 +34,8 @@ from pathlib import Path
 
 from .answers import extract_answer, gold_answer, is_correct, majority_vote, pass_at_1, tally
 from .errors import UserError, run_cli
-from .jsonio import read_json, write_json
-from .rundir import FINAL_DIR, RUN_CONFIG, checkpoints
+from .jsonio import write_json
+from .rundir import FINAL_DIR, RUN_CONFIG, RunConfig, checkpoints, is_run_dir
 
 __all__ = ["EvalArguments", "ModelSpec", "combine_members", "dataset_label", "evaluate_models", "format_table",
            "gold_answer", "main", "output_path", "resolve_model", "score_question", "summarize", "tally"]
@@ -84,12 +83,12 @@ class ModelSpec:
 
 
 # ---- models -------------------------------------------------------------------------------------------
-def _read_run_config(run_dir: Path | None) -> dict:
-    if run_dir is None or not (run_dir / RUN_CONFIG).is_file():
-        return {}
+def _read_run_config(run_dir: Path | None) -> RunConfig:
+    if run_dir is None or not is_run_dir(run_dir):
+        return RunConfig({})
     try:
-        return read_json(run_dir / RUN_CONFIG)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return RunConfig.read(run_dir)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"cannot read {run_dir / RUN_CONFIG} ({exc}); fix or remove it") from None
 
 
@@ -102,10 +101,10 @@ def resolve_model(arg: str) -> ModelSpec:
         raise UserError(f"--model {arg}: no such folder; pass a model folder (final/, checkpoint-N) or a run folder")
     if (path / "config.json").is_file():
         model_dir = path
-        run_dir = path.parent if (path.parent / RUN_CONFIG).is_file() else None
+        run_dir = path.parent if is_run_dir(path.parent) else None
     elif (path / FINAL_DIR / "config.json").is_file():
         model_dir, run_dir = path / FINAL_DIR, path
-    elif (path / RUN_CONFIG).is_file():
+    elif is_run_dir(path):
         found = checkpoints(path)  # any checkpoint-N holds weights to evaluate, whole optimizer state or not
         hint = f"pass one of its checkpoints, e.g. --model {found[-1]}" if found else "it has no checkpoint either"
         raise UserError(f"--model {arg} is a run folder without {FINAL_DIR}/ (training not finished?); {hint}")
@@ -113,14 +112,14 @@ def resolve_model(arg: str) -> ModelSpec:
         raise UserError(f"--model {arg} holds no model: no config.json in it or in {FINAL_DIR}/; pass a model folder "
                         "written by save_pretrained (checkpoints/<run>/final, checkpoint-N) or a run folder")
     config = _read_run_config(run_dir)
-    template = config.get("prompt_template")
+    template = config.prompt_template
     source = "run_config.json"
     if not template or "{prompt}" not in template:
         template, source = PROMPT_TEMPLATE, "default"
     if (model_dir / "tokenizer_config.json").is_file():
         tokenizer = str(model_dir)
     else:
-        tokenizer = (config.get("model") or {}).get("tokenizer") or "bundled"
+        tokenizer = config.tokenizer or "bundled"
     return ModelSpec(arg, model_dir, run_dir, template, source, tokenizer)
 
 

@@ -9,6 +9,10 @@ Comparing the command text is not enough: a preset or a default can change while
 can be spelled two ways (``--fused_blocks per_block_dt_adamw`` is what "auto" gives Mamba2). So both sides are the
 parsed arguments: the flags through today's parser, presets and defaults (``settings_of``), and what the run wrote
 in ``run_config.json`` when it started (``recorded_settings``), with "auto" resolved to the mode that family gets.
+
+The Muon settings are named as ``run_config.json`` files have always named them (``RECORDED_NAMES``: a field of
+``MuonArguments`` under its first older name, ``fused`` as ``fused_blocks``): files written before the fields took the
+optimizer's names are compared with today's runs, and what reads these settings (bench/) keeps its keys.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+from configs.settings import LEGACY_KEYS
+
+from .rundir import RunConfig
+
 #: TrainingArguments fields that say where a run is, not what it computes: a folder renamed (a variant relabelled
 #: after a default changed) still holds the same run
 PLACE = frozenset({"output_dir", "logging_dir", "run_name"})
@@ -24,6 +32,15 @@ PLACE = frozenset({"output_dir", "logging_dir", "run_name"})
 #: stderr is a terminal unless given: a run restarted from a shell loop is the same run as one started into a log;
 #: checkpoints are written without touching the training: resume is bit-exact, tests/test_kill_resume.py)
 SHOWN = frozenset({"disable_tqdm", "save_strategy", "save_steps", "save_total_limit"})
+#: MuonArguments field -> the name run_config.json files and this check have used for it
+RECORDED_NAMES = {new: old for old, new in reversed(LEGACY_KEYS.items())}
+
+
+def _recorded_names(muon: dict) -> dict:
+    """A "muon" section with every setting under its recorded name; an old name already there wins (a file edited by
+    hand, or written before the rename)."""
+    return {RECORDED_NAMES.get(k, k): v for k, v in muon.items() if RECORDED_NAMES.get(k, k) == k
+            or RECORDED_NAMES[k] not in muon}
 
 
 def _model_type(model_size: str | None) -> str | None:
@@ -50,18 +67,17 @@ def settings_of(argv: list[str], run_dir: Path) -> dict:
     from configs.model_configs import MODEL_CONFIGS
 
     from .args import parse_args
+    from .finalize import finalize_training_args
     from .learning_rates import apply_lr_rule
-    from .train import DEFAULT_MODEL_SIZE, finalize_training_args
 
     parsed = parse_args([*argv, "--output_dir", str(run_dir)])
     finalize_training_args(parsed, Path(run_dir))
-    size = parsed.model.model_size or ("custom" if parsed.model.model_name_or_path else DEFAULT_MODEL_SIZE)
-    optimizer = parsed.run.optimizer or parsed.preset.get("optimizer", "muon")
+    size, optimizer = parsed.model_size, parsed.optimizer_type
     if size in MODEL_CONFIGS:  # the lrs the run trains with: carried to the size's width as mamba-train does
         entry = MODEL_CONFIGS[size]
         apply_lr_rule(parsed, optimizer, entry["config"].get("hidden_size"), entry["architecture"])
     settings = {"run": {"model_size": size, "optimizer_type": optimizer, "training_preset": parsed.run.training_preset},
-                "muon": _resolved_muon(dataclasses.asdict(parsed.muon), _model_type(size)),
+                "muon": _resolved_muon(_recorded_names(dataclasses.asdict(parsed.muon)), _model_type(size)),
                 "data": dataclasses.asdict(parsed.data), "training": parsed.training.to_dict()}
     return json.loads(json.dumps(settings, default=str))  # as run_config.json holds them (tuples as lists, ...)
 
@@ -72,13 +88,17 @@ def recorded_settings(run_dir: Path) -> dict | None:
     one without these sections)."""
     from optimizers.muon import fused_mode_of
 
-    path = Path(run_dir) / "run_config.json"
-    if not path.is_file():
+    recorded = RunConfig.load(run_dir)
+    if recorded is None:
         return None
-    config = json.loads(path.read_text())
+    config = recorded.raw
     if not {"model", "optimizer_type", "training_preset", "data", "training_arguments"} <= set(config):
         return None  # not written by mamba-train (or by a version before these were recorded)
-    muon = dict(config.get("muon") or {})
+    muon = _recorded_names(config.get("muon") or {})
+    if muon:  # a Muon setting added since the run was made is at its default there: new knobs start off
+        from configs.settings import MuonArguments
+
+        muon = {**_recorded_names(dataclasses.asdict(MuonArguments())), **muon}
     described = Path(run_dir) / "optimizer.json"
     if muon.get("fused_blocks") == "auto" and described.is_file():
         groups = json.loads(described.read_text())

@@ -12,19 +12,10 @@ import sys
 from pathlib import Path
 
 from .jsonio import atomic_path, read_metrics
+from .rundir.metrics import series  # the one reader of a run's logged values
 
 PLOT_FILE = Path("plots") / "training.png"
 __all__ = ["PLOT_FILE", "plot_training", "read_metrics", "series"]
-
-
-def _number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def series(records: list[dict], key: str) -> tuple[list[float], list[float]]:
-    """(steps, values) of ``key`` over the records that log it as a number at a numeric step."""
-    pairs = [(r["step"], r[key]) for r in records if _number(r.get(key)) and _number(r.get("step"))]
-    return [s for s, _ in pairs], [v for _, v in pairs]
 
 
 def plot_training(run_dir: Path) -> Path | None:

@@ -7,7 +7,7 @@
 from optimizers.errors import MuonConfigError
 from optimizers.factory import MuonFactory, create_muon_optimizer
 from optimizers.functional import momentum_at_step
-from optimizers.muon import Muon
+from optimizers.optimizer import Muon
 from optimizers.orthogonalize import BACKENDS, get_backend, orthogonalize
 from optimizers.param_split import split_parameters
 

@@ -1,8 +1,10 @@
 """Muon across processes: every rank orthogonalizes only its share of the matrices (DDP and FSDP2).
 
-Momentum is elementwise, so only the Newton-Schulz work is split. `assign_owners` (a pure function of the
-matrix shapes, so every rank computes the same answer) gives each matrix one owning rank, balancing the
-orthogonalization FLOPs; each rank still batches its own same-shaped matrices into one call.
+Momentum is elementwise, so only the Newton-Schulz work is split. The math is `optimizers.functional.muon_update`,
+as in one process; this module only hands it a route: which matrices this rank orthogonalizes, and the bytes
+that move. `assign_owners` (a pure function of the matrix shapes, so every rank computes the same answer) gives
+each matrix one owning rank, balancing the orthogonalization FLOPs; each rank still batches its own same-shaped
+matrices into one call.
 
 DDP (plain tensors; DDP has all-reduced the gradients, so they are identical on every rank): every rank
 updates every momentum buffer, exactly as one process would, so the optimizer state is identical on every
@@ -34,9 +36,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from optimizers.errors import MuonConfigError
-from optimizers.functional import muon_momentum_
+from optimizers.functional import Bucket
 from optimizers.newton_schulz import plain_flops
-from optimizers.orthogonalize import orthogonalize, resolve_dtype
+from optimizers.precision import resolve_dtype
 
 DISTRIBUTED_MODES = ("auto", "off")
 GRAD_MATCH_RTOL = 1e-6  # DDP's all-reduced gradients are bitwise equal on every rank; this only absorbs
@@ -127,7 +129,7 @@ class _Context:
         to skip (``nonfinite="skip"``); raises on every rank together otherwise."""
         self.bytes_sent = self.bytes_received = 0
         params = [(gi, name, p) for gi, g in enumerate(optimizer.param_groups)
-                  for name, p in zip(optimizer._names(g, gi), g["params"])]
+                  for name, p in zip(optimizer.param_names(gi), g["params"])]
         grads = [self._local(p.grad) for _, _, p in params if p.grad is not None]
         norms = torch._foreach_norm(grads) if grads else []
         norms = torch.stack([n.double() for n in norms]) if grads else torch.zeros(0, dtype=torch.float64)
@@ -175,59 +177,57 @@ class DDPMuon(_Context):
     def check_gradients_match(self) -> bool:
         return True
 
-    def bucket_updates(self, group: dict, params: list[Tensor], grads: list[Tensor],
-                       buckets: dict[tuple, list[int]], state) -> dict[tuple, list[Tensor] | Tensor]:
-        """For each bucket key, the k orthogonalized updates in the grads' dtype, on every rank: views into
-        the receive buffer (no second copy), or one stacked (k, *shape) tensor for NorMuon.
+    def route(self, group: dict, buckets: list[Bucket]) -> _DDPRoute:
+        return _DDPRoute(self, group, buckets)
 
-        Updates every momentum buffer of the group (all ranks, as one process would)."""
-        order = [(key, row, i) for key, idx in buckets.items() for row, i in enumerate(idx)]
-        owners = _owners(tuple(tuple(params[i].shape) for _, _, i in order), self.world_size)
-        mine: dict[tuple, list[int]] = {}
-        for (key, row, _), owner in zip(order, owners):
-            if owner == self.rank:
-                mine.setdefault(key, []).append(row)
-        local: dict[tuple, Tensor] = {}
-        for key, idx in buckets.items():
-            U = muon_momentum_([grads[i] for i in idx], [state[params[i]]["momentum_buffer"] for i in idx],
-                               momentum=group["momentum"], nesterov=group["nesterov"])
-            if key in mine:
-                rows = mine[key]
-                U_mine = U if len(rows) == len(idx) else U[rows]
-                local[key] = orthogonalize(U_mine, group["backend"], group["ns_steps"], group["compute_dtype"],
-                                           group["ns_method"])
 
-        out: dict[tuple, list] = {key: [None] * len(idx) for key, idx in buckets.items()}
-        wires = {key: _wire_dtype(group, grads[idx[0]]) for key, idx in buckets.items()}
-        for wire in sorted(set(wires.values()), key=str):
-            entries = [(key, row, owner) for (key, row, _), owner in zip(order, owners) if wires[key] == wire]
-            numel = {key: math.prod(params[buckets[key][0]].shape) for key, _, _ in entries}
-            loads = [0] * self.world_size
-            for key, _, owner in entries:
-                loads[owner] += numel[key]
+class _DDPRoute:
+    """`muon_update`'s route under DDP: every rank blends every matrix (so every momentum buffer is updated, as one
+    process would), orthogonalizes the ones it owns, and one ``all_gather`` per wire dtype gives every rank every
+    update: views into the receive buffer, in the grads' dtype."""
+
+    def __init__(self, ctx: DDPMuon, group: dict, buckets: list[Bucket]):
+        self.ctx, self.group, self.buckets = ctx, group, buckets
+        self.order = [(b, row) for b, bucket in enumerate(buckets) for row in range(len(bucket.params))]
+        self.owners = _owners(tuple(buckets[b].shape for b, _ in self.order), ctx.world_size)
+        self.mine: list[list[int]] = [[] for _ in buckets]
+        for (b, row), owner in zip(self.order, self.owners):
+            if owner == ctx.rank:
+                self.mine[b].append(row)
+
+    def gather(self, blended: list[Tensor]) -> list[Tensor]:
+        return [U if len(rows) == len(U) else U[rows] for U, rows in zip(blended, self.mine)]
+
+    def scatter(self, updates: list[Tensor]) -> list[list[Tensor]]:
+        ctx, buckets = self.ctx, self.buckets
+        out: list[list] = [[None] * len(bucket.params) for bucket in buckets]
+        wires = [_wire_dtype(self.group, bucket.grads[0]) for bucket in buckets]
+        for wire in sorted(set(wires), key=str):
+            entries = [(b, row, owner) for (b, row), owner in zip(self.order, self.owners) if wires[b] == wire]
+            numel = {b: math.prod(buckets[b].shape) for b, _, _ in entries}
+            loads = [0] * ctx.world_size
+            for b, _, owner in entries:
+                loads[owner] += numel[b]
             width = max(loads)
             if width == 0:
                 continue
-            device = grads[0].device
+            device = buckets[0].grads[0].device
             send = torch.zeros(width, dtype=wire, device=device)
             offset, seen = 0, {}
-            for key, row, owner in entries:
-                if owner == self.rank:
-                    pos = seen[key] = seen.get(key, -1) + 1  # rows of `local[key]` are in bucket order
-                    send[offset: offset + numel[key]].copy_(local[key][pos].reshape(-1))
-                    offset += numel[key]
-            recv = torch.empty(width * self.world_size, dtype=wire, device=device)
-            _all_gather_single(recv, send, group=self.group)
-            cursor = [r * width for r in range(self.world_size)]
-            for key, row, owner in entries:
-                idx = buckets[key]
-                piece = recv[cursor[owner]: cursor[owner] + numel[key]].view(params[idx[0]].shape)
-                out[key][row] = piece.to(grads[idx[0]].dtype)
-                cursor[owner] += numel[key]
-            self.bytes_sent += width * wire.itemsize
-            self.bytes_received += width * (self.world_size - 1) * wire.itemsize
-        if group["beta2"] is not None:  # NorMuon works on the stacked batch
-            return {key: torch.stack(updates) for key, updates in out.items()}
+            for b, row, owner in entries:
+                if owner == ctx.rank:
+                    pos = seen[b] = seen.get(b, -1) + 1  # rows of `updates[b]` are in bucket order
+                    send[offset: offset + numel[b]].copy_(updates[b][pos].reshape(-1))
+                    offset += numel[b]
+            recv = torch.empty(width * ctx.world_size, dtype=wire, device=device)
+            _all_gather_single(recv, send, group=ctx.group)
+            cursor = [r * width for r in range(ctx.world_size)]
+            for b, row, owner in entries:
+                piece = recv[cursor[owner]: cursor[owner] + numel[b]].view(buckets[b].shape)
+                out[b][row] = piece.to(buckets[b].grads[0].dtype)
+                cursor[owner] += numel[b]
+            ctx.bytes_sent += width * wire.itemsize
+            ctx.bytes_received += width * (ctx.world_size - 1) * wire.itemsize
         return out
 
 
@@ -250,79 +250,8 @@ class FSDP2Muon(_Context):
         shape[dim] = shard_sizes(p.shape[dim], self.world_size)[rank]
         return tuple(shape)
 
-    def bucket_updates(self, group: dict, params: list[Tensor], grads: list[Tensor],
-                       buckets: dict[tuple, list[int]], state) -> dict[tuple, list[Tensor]]:
-        """For each bucket key, the per-matrix updates as DTensors sharded like their parameters.
-
-        Updates the local shards of the group's momentum buffers."""
-        from torch.distributed.tensor import DTensor
-
-        order = [(key, row, i) for key, idx in buckets.items() for row, i in enumerate(idx)]
-        owners = _owners(tuple(tuple(params[i].shape) for _, _, i in order), self.world_size)
-        U_local: dict[tuple, Tensor] = {}
-        for key, idx in buckets.items():
-            U_local[key] = muon_momentum_([self._local(grads[i]) for i in idx],
-                                          [self._local(state[params[i]]["momentum_buffer"]) for i in idx],
-                                          momentum=group["momentum"], nesterov=group["nesterov"])
-        wire = {key: _wire_dtype(group, grads[idx[0]]) for key, idx in buckets.items()}
-        dtypes = set(wire.values())
-        if len(dtypes) > 1:
-            raise MuonConfigError(f"Muon (FSDP2): param group {group['name']!r} mixes dtypes "
-                                  f"{sorted(map(str, dtypes))}; keep one parameter dtype per Muon group")
-        wire_dtype = dtypes.pop()
-        device = self._local(grads[0]).device
-        W, me = self.world_size, self.rank
-        entries = [(key, row, params[i], owner) for (key, row, i), owner in zip(order, owners)]
-        for key, row, p, _ in entries:
-            if tuple(U_local[key][row].shape) != self._local_shape(p, me):
-                raise MuonConfigError(f"Muon (FSDP2): a local shard of shape {tuple(U_local[key][row].shape)} where "
-                                      f"torch.chunk gives {self._local_shape(p, me)}; unsupported sharding")
-
-        # 1) every rank sends its shard of each matrix to the matrix's owner
-        send = [U_local[key][row].reshape(-1) for dest in range(W) for key, row, _, owner in entries if owner == dest]
-        in_splits = [sum(U_local[key][row].numel() for key, row, _, owner in entries if owner == dest)
-                     for dest in range(W)]
-        out_splits = [sum(math.prod(self._local_shape(p, src)) for _, _, p, owner in entries if owner == me)
-                      for src in range(W)]
-        recv = self._exchange(send, in_splits, out_splits, wire_dtype, device)
-
-        # 2) the owner assembles its full matrices, orthogonalizes them bucket by bucket
-        mine = [(key, row, p) for key, row, p, owner in entries if owner == me]
-        pieces = {(key, row): [] for key, row, _ in mine}
-        cursor = 0
-        for src in range(W):
-            for key, row, p in mine:
-                shape = self._local_shape(p, src)
-                pieces[(key, row)].append(recv[cursor: cursor + math.prod(shape)].view(shape))
-                cursor += math.prod(shape)
-        full: dict[tuple, Tensor] = {}
-        for key in buckets:
-            rows = [(k, row, p) for k, row, p in mine if k == key]
-            if rows:
-                batch = torch.stack([torch.cat(pieces[(key, row)], dim=p.placements[0].dim) for _, row, p in rows])
-                O = orthogonalize(batch, group["backend"], group["ns_steps"], group["compute_dtype"],
-                                  group["ns_method"])
-                for (_, row, p), o in zip(rows, O.unbind(0)):
-                    full[(key, row)] = o
-        # 3) the owner sends each rank its shard of the update
-        send = [_shard(full[(key, row)], p.placements[0].dim, W, dest).reshape(-1)
-                for dest in range(W) for key, row, p in mine]
-        in_splits = [sum(math.prod(self._local_shape(p, dest)) for _, _, p in mine) for dest in range(W)]
-        out_splits = [sum(U_local[key][row].numel() for key, row, _, owner in entries if owner == src)
-                      for src in range(W)]
-        recv = self._exchange(send, in_splits, out_splits, wire_dtype, device)
-
-        out: dict[tuple, list] = {key: [None] * len(idx) for key, idx in buckets.items()}
-        cursor = 0
-        for src in range(W):
-            for key, row, p, owner in entries:
-                if owner == src:
-                    shape = U_local[key][row].shape
-                    local = recv[cursor: cursor + math.prod(shape)].view(shape).to(grads[0].dtype)
-                    cursor += math.prod(shape)
-                    out[key][row] = DTensor.from_local(local, self.mesh, p.placements, run_check=False,
-                                                       shape=p.shape, stride=p.stride())
-        return out
+    def route(self, group: dict, buckets: list[Bucket]) -> _FSDP2Route:
+        return _FSDP2Route(self, group, buckets)
 
     def _exchange(self, chunks: list[Tensor], in_splits: list[int], out_splits: list[int], dtype: torch.dtype,
                   device) -> Tensor:
@@ -334,6 +263,76 @@ class FSDP2Muon(_Context):
         self.bytes_sent += (sum(in_splits) - in_splits[self.rank]) * dtype.itemsize
         self.bytes_received += (sum(out_splits) - out_splits[self.rank]) * dtype.itemsize
         return recv
+
+
+class _FSDP2Route:
+    """`muon_update`'s route under FSDP2. ``buckets`` (what the update reads and writes) hold the local shards of the
+    parameters, gradients and momentum buffers, so state stays sharded. ``gather``: one ``all_to_all`` sends each
+    rank's blended shard of matrix j to j's owner, which assembles its full matrices; ``scatter``: a second
+    ``all_to_all`` sends each rank its shard of every update."""
+
+    def __init__(self, ctx: FSDP2Muon, group: dict, buckets: list[Bucket]):
+        local = ctx._local
+        self.ctx, self.sharded = ctx, buckets
+        self.buckets = [Bucket([local(p) for p in b.params], [local(g) for g in b.grads],
+                               [local(m) for m in b.bufs], b.shape, b.moments) for b in buckets]
+        order = [(b, row) for b, bucket in enumerate(buckets) for row in range(len(bucket.params))]
+        owners = _owners(tuple(buckets[b].shape for b, _ in order), ctx.world_size)
+        self.entries = [(b, row, buckets[b].params[row], owner) for (b, row), owner in zip(order, owners)]
+        self.mine = [(b, row, p) for b, row, p, owner in self.entries if owner == ctx.rank]
+        dtypes = {_wire_dtype(group, b.grads[0]) for b in buckets}
+        if len(dtypes) > 1:
+            raise MuonConfigError(f"Muon (FSDP2): param group {group['name']!r} mixes dtypes "
+                                  f"{sorted(map(str, dtypes))}; keep one parameter dtype per Muon group")
+        self.wire = dtypes.pop() if dtypes else None
+        self.device = self.buckets[0].grads[0].device if buckets else None
+        for b, row, p, _ in self.entries:
+            local_shape = tuple(self.buckets[b].grads[row].shape)
+            if local_shape != ctx._local_shape(p, ctx.rank):
+                raise MuonConfigError(f"Muon (FSDP2): a local shard of shape {local_shape} where "
+                                      f"torch.chunk gives {ctx._local_shape(p, ctx.rank)}; unsupported sharding")
+
+    def gather(self, blended: list[Tensor]) -> list[Tensor]:
+        ctx, W = self.ctx, self.ctx.world_size
+        send = [blended[b][row].reshape(-1) for dest in range(W) for b, row, _, owner in self.entries if owner == dest]
+        in_splits = [sum(blended[b][row].numel() for b, row, _, owner in self.entries if owner == dest)
+                     for dest in range(W)]
+        out_splits = [sum(math.prod(ctx._local_shape(p, src)) for _, _, p in self.mine) for src in range(W)]
+        recv = ctx._exchange(send, in_splits, out_splits, self.wire, self.device)
+        pieces: dict[tuple[int, int], list[Tensor]] = {(b, row): [] for b, row, _ in self.mine}
+        cursor = 0
+        for src in range(W):
+            for b, row, p in self.mine:
+                shape = ctx._local_shape(p, src)
+                pieces[(b, row)].append(recv[cursor: cursor + math.prod(shape)].view(shape))
+                cursor += math.prod(shape)
+        out = []
+        for b, bucket in enumerate(self.sharded):
+            full = [torch.cat(pieces[(b, row)], dim=p.placements[0].dim) for b2, row, p in self.mine if b2 == b]
+            out.append(torch.stack(full) if full else recv.new_empty((0, *bucket.shape)))
+        return out
+
+    def scatter(self, updates: list[Tensor]) -> list[list[Tensor]]:
+        ctx, W = self.ctx, self.ctx.world_size
+        done: dict[tuple[int, int], Tensor] = {}
+        for b, result in enumerate(updates):
+            rows = [(row, p) for b2, row, p in self.mine if b2 == b]
+            done.update({(b, row): o for (row, _), o in zip(rows, result.unbind(0))})
+        send = [_shard(done[(b, row)], p.placements[0].dim, W, dest).reshape(-1)
+                for dest in range(W) for b, row, p in self.mine]
+        in_splits = [sum(math.prod(ctx._local_shape(p, dest)) for _, _, p in self.mine) for dest in range(W)]
+        out_splits = [sum(self.buckets[b].grads[row].numel() for b, row, _, owner in self.entries if owner == src)
+                      for src in range(W)]
+        recv = ctx._exchange(send, in_splits, out_splits, self.wire, self.device)
+        out: list[list] = [[None] * len(bucket.params) for bucket in self.buckets]
+        cursor = 0
+        for src in range(W):
+            for b, row, _, owner in self.entries:
+                if owner == src:
+                    grad = self.buckets[b].grads[row]
+                    out[b][row] = recv[cursor: cursor + grad.numel()].view(grad.shape).to(grad.dtype)
+                    cursor += grad.numel()
+        return out
 
 
 def distributed_context(optimizer) -> DDPMuon | FSDP2Muon | None:
@@ -349,7 +348,7 @@ def distributed_context(optimizer) -> DDPMuon | FSDP2Muon | None:
     if mode == "off" or not dist.is_available() or not dist.is_initialized():
         return None
     muon = [(name, p, g) for gi, g in enumerate(optimizer.param_groups) if g["use_muon"]
-            for name, p in zip(optimizer._names(g, gi), g["params"])]
+            for name, p in zip(optimizer.param_names(gi), g["params"])]
     sharded = [hasattr(p, "device_mesh") and hasattr(p, "placements") for _, p, _ in muon]
     if any(sharded):
         return _fsdp2_context(muon, sharded)

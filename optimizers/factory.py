@@ -11,7 +11,7 @@ from torch import nn
 
 from optimizers.errors import MuonConfigError
 from optimizers.fused_blocks import fused_row_blocks, fused_row_interleave
-from optimizers.muon import ADAMW_LR_RATIO, Muon
+from optimizers.optimizer import ADAMW_LR_RATIO, Muon
 from optimizers.param_split import split_parameters
 
 #: What ``mamba-train --optimizer`` builds: Muon here (`create_muon_optimizer`), or AdamW on every parameter
@@ -62,7 +62,7 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
                           adamw_betas=(0.9, 0.95), adamw_eps: float = 1e-8, adamw_weight_decay: float | None = None,
                           beta2: float | None = None, adamw_8bit: bool = False, nonfinite: str = "raise",
                           include=(), exclude=(), verbose: bool = True, distributed: str = "auto",
-                          compute_dtype=None, ns_method: str = "auto", fused: str = "auto") -> Muon:
+                          compute_dtype=None, ns_method: str = "auto", fused: str = "auto", **update_options) -> Muon:
     """One `Muon` with groups in this order: "muon", ["muon_no_decay"], "adamw_decay", "adamw_no_decay".
 
     ``adamw_lr`` defaults to ``lr / 10``; ``adamw_weight_decay`` to ``weight_decay``. Groups named
@@ -76,7 +76,8 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
     same but gives in_proj's dt rows (a few per head, feeding a softplus) an AdamW update at ``adamw_lr``, as
     the SSM's other per-head parameters (dt_bias, A_log) get. "auto" (the default) picks by model family
     (`FUSED_AUTO`: per_block_dt_adamw for Mamba2, whole otherwise); the optimizer's ``fused_blocks`` attribute
-    (and ``describe()``) holds the mode used.
+    (and ``describe()``) holds the mode used. ``update_options``: the update's own options by name
+    (`optimizers.functional.UPDATE_OPTIONS`, e.g. ``cautious_wd=True``), for the Muon groups.
     """
     fused, why = resolve_fused(model, fused, normuon=beta2 is not None)
     split = split_parameters(model, include=include, exclude=exclude)
@@ -111,7 +112,8 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
             group.update(lr=adamw_lr, weight_decay=adamw_wd if g.decay else 0.0, betas=tuple(adamw_betas),
                          eps=adamw_eps)
         groups.append(group)
-    optimizer = Muon(groups, lr=lr, adamw_8bit=adamw_8bit, nonfinite=nonfinite, distributed=distributed)
+    optimizer = Muon(groups, lr=lr, adamw_8bit=adamw_8bit, nonfinite=nonfinite, distributed=distributed,
+                     **update_options)
     optimizer.fused_blocks, optimizer.fused_blocks_reason = fused, why
     if verbose:
         print(split.summary())

@@ -65,17 +65,22 @@ def _segments(steps: int, every: int | None) -> list[int]:
     return [every] * (steps // every) + ([steps % every] if steps % every else [])
 
 
+def _dims(shape: Sequence[int]) -> tuple[int, int, int]:
+    """(matrices in the batch, short side m, long side n) of a (..., a, b) shape."""
+    *batch, a, b = shape
+    k = 1
+    for d in batch:
+        k *= d
+    return k, min(a, b), max(a, b)
+
+
 def plain_flops(shape: Sequence[int], steps: int) -> int:
     """FLOPs of ``steps`` plain steps on (..., a, b): 4m²n + 2m³ per step, m <= n.
 
     >>> plain_flops((64, 256), 1), plain_flops((256, 64), 1), plain_flops((3, 64, 256), 1)
     (4718592, 4718592, 14155776)
     """
-    *batch, a, b = shape
-    m, n = min(a, b), max(a, b)
-    k = 1
-    for d in batch:
-        k *= d
+    k, m, n = _dims(shape)
     return k * steps * (4 * m * m * n + 2 * m**3)
 
 
@@ -86,11 +91,7 @@ def gram_flops(shape: Sequence[int], steps: int, every: int | None = None) -> in
     >>> gram_flops((512, 2048), 5) / plain_flops((512, 2048), 5) < 0.6
     True
     """
-    *batch, a, b = shape
-    m, n = min(a, b), max(a, b)
-    k = 1
-    for d in batch:
-        k *= d
+    k, m, n = _dims(shape)
     total = sum(4 * m * m * n + 2 * s * m**3 + 6 * (s - 1) * m**3 for s in _segments(steps, every))
     return k * total
 

@@ -42,6 +42,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 if "torch" in sys.modules:  # imported before this file (by a plugin): the variable came too late for it
     sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
+# The tests' run hook (tests/kill_hook.py: MAMBA_TRAINER_KILL_AT kills a run at a chosen moment), for the runs made
+# here and in every process a test starts; inert unless a test sets MAMBA_TRAINER_KILL_AT.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import kill_hook  # noqa: E402
+
+os.environ["MAMBA_TRAINER_HOOKS"] = os.pathsep.join(filter(None, [os.environ.get("MAMBA_TRAINER_HOOKS"),
+                                                                   str(kill_hook.PATH)]))
+
 # Worker scripts that tests launch with torchrun, not test modules: --doctest-modules must not import them.
 collect_ignore = ["distributed"]
 

@@ -1,5 +1,6 @@
 """One schema for settings: every training-preset key is a ``mamba-train`` flag whose type, default, choices, help
-and checks come from ``configs.model_configs.TRAINING_KEYS``, whose choice lists come from the owning modules."""
+and checks come from ``configs.settings.TRAINING_KEYS`` (the Muon keys: the fields of ``MuonArguments``), whose
+choice lists come from the owning modules."""
 
 import dataclasses
 import typing
@@ -18,8 +19,8 @@ from optimizers.functional import ADJUST_LR
 from optimizers.newton_schulz import METHODS
 from optimizers.precision import COMPUTE_DTYPES
 
-OWNERS = {"optimizer": OPTIMIZER_TYPES, "backend": BACKENDS, "adjust_lr": ADJUST_LR, "fused_blocks": FUSED_MODES,
-          "muon_compute_dtype": COMPUTE_DTYPES, "ns_method": METHODS, "lr_scheduler_type": SCHEDULERS}
+OWNERS = {"optimizer": OPTIMIZER_TYPES, "backend": BACKENDS, "adjust_lr": ADJUST_LR, "fused": FUSED_MODES,
+          "compute_dtype": COMPUTE_DTYPES, "ns_method": METHODS, "lr_scheduler_type": SCHEDULERS}
 
 
 def actions(parser=None) -> dict:
@@ -52,7 +53,7 @@ def test_our_preset_flags_take_type_and_default_from_the_schema():
     ours = {f.name: (f, typing.get_type_hints(cls)[f.name])
             for cls in ARG_CLASSES if cls is not TrainingArguments for f in dataclasses.fields(cls)}
     declared = [key for key in TRAINING_KEYS if flag_of(key) in ours]
-    assert {"optimizer", "max_seq_length", "momentum", "fused_blocks"} <= set(declared)
+    assert {"optimizer", "max_seq_length", "momentum", "fused"} <= set(declared)
     assert {f.name for f in dataclasses.fields(MuonArguments)} <= set(declared)
     for key in declared:
         rule, (fld, hint) = TRAINING_KEYS[key], ours[flag_of(key)]
@@ -86,7 +87,7 @@ def test_a_value_added_to_an_owner_needs_no_second_edit(monkeypatch, capsys):
 
 @pytest.mark.parametrize("key, value", [
     ("momentum", 1.5), ("learning_rate", -1), ("eval_interval", 0), ("max_seq_length", 12.5), ("optimizer", "sgd"),
-    ("fused_blocks", "bogus"), ("lr_scheduler_type", "reduce_lr_on_plateau"), ("nesterov", "maybe"),
+    ("fused", "bogus"), ("lr_scheduler_type", "reduce_lr_on_plateau"), ("nesterov", "maybe"),
 ])
 def test_a_bad_value_reads_the_same_on_the_cli_and_in_a_presets_file(key, value, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -15,9 +15,9 @@ def conv(bench_script):
     return bench_script("convergence")
 
 
-def test_doctests(conv):
-    result = doctest.testmod(conv)
-    assert result.attempted >= 5 and result.failed == 0
+def test_doctests(conv, bench_script):
+    results = [doctest.testmod(m) for m in (conv, bench_script("convergence_report"))]  # running, reporting
+    assert sum(r.attempted for r in results) >= 5 and sum(r.failed for r in results) == 0
 
 
 def test_crossing_is_interpolated_between_evals(conv):
@@ -274,7 +274,7 @@ def test_a_resumable_run_cut_short_continues_from_its_checkpoint(conv, tmp_path,
     """cfg.resumable (the lr-transfer study): runs checkpoint and launch with --resume latest, so a run killed mid-way
     (here at step 3, after checkpoint-2) continues from its checkpoint instead of starting again, and its folder is
     still reused afterwards; the checkpoint settings do not count as a different run."""
-    from mamba_trainer.train import KILL_HOOK_ENV
+    from kill_hook import KILL_HOOK_ENV
 
     tiny = ["--steps", "4", "--batch", "2", "--seq_len", "32", "--eval_every", "1", "--eval_examples", "8",
             "--out", str(tmp_path)]

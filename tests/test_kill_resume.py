@@ -2,7 +2,8 @@
 says which and why a newer one was skipped, and the final weights equal those of an uninterrupted run.
 
 The real CLI runs as a subprocess on hybrid-tiny (4 steps, checkpoints at 2 and 4); ``MAMBA_TRAINER_KILL_AT``
-makes the process SIGKILL itself inside a step, an evaluation, or a checkpoint's save.
+makes the process SIGKILL itself inside a step, an evaluation, or a checkpoint's save (tests/kill_hook.py, the run
+hook conftest.py names in ``MAMBA_TRAINER_HOOKS``).
 """
 
 import json
@@ -15,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from kill_hook import KILL_HOOK_ENV
 from safetensors.torch import load_file
 
 from mamba_trainer.errors import UserError
 from mamba_trainer.rundir import checkpoint_problem, resolve_resume
-from mamba_trainer.train import KILL_HOOK_ENV
 
 pytestmark = pytest.mark.integration  # every test reads or makes subprocess trainings
 

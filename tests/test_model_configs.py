@@ -131,9 +131,9 @@ def test_cpu_presets_are_small():
 
 
 def test_overrides_are_applied_and_coerced():
-    preset = get_training_config("muon_default", max_steps=1e3, learning_rate="2e-3", muon_beta2=0.95)
+    preset = get_training_config("muon_default", max_steps=1e3, learning_rate="2e-3", beta2=0.95)
     assert preset["max_steps"] == 1000 and type(preset["max_steps"]) is int
-    assert preset["learning_rate"] == 2e-3 and preset["muon_beta2"] == 0.95
+    assert preset["learning_rate"] == 2e-3 and preset["beta2"] == 0.95
     assert TRAINING_CONFIGS["muon_default"]["max_steps"] == 60_000  # the registry is untouched
     get_training_config("default")["learning_rate"] = 1.0
     assert TRAINING_CONFIGS["default"]["learning_rate"] == 3e-4
@@ -161,8 +161,8 @@ def test_unknown_override_key():
     ("learning_rate", 0), ("learning_rate", -1e-3), ("learning_rate", "fast"), ("learning_rate", float("nan")),
     ("max_steps", 1.5), ("max_steps", 0), ("max_steps", True), ("warmup_steps", -1), ("adam_beta2", 1.0),
     ("label_smoothing", 1.0), ("nesterov", "yes"), ("nesterov", 1), ("optimizer", "sgd"), ("adjust_lr", "auto"),
-    ("lr_scheduler_type", "cosine_annealing"), ("muon_beta2", 1.0), ("ns_steps", 0), ("adamw_lr", 0.0),
-    ("backend", ""), ("backend", "newtonschulz"), ("fused_blocks", "per-block"), ("per_device_train_batch_size", None),
+    ("lr_scheduler_type", "cosine_annealing"), ("beta2", 1.0), ("ns_steps", 0), ("adamw_lr", 0.0),
+    ("backend", ""), ("backend", "newtonschulz"), ("fused", "per-block"), ("per_device_train_batch_size", None),
 ])
 def test_bad_override_value(key, value):
     message = one_line_error(get_training_config, "muon_default", **{key: value})

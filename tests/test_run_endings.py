@@ -15,6 +15,8 @@ from transformers import TrainerControl
 from mamba_trainer import callbacks as cb
 from mamba_trainer import rundir
 from mamba_trainer import train as cli
+
+import kill_hook  # tests/kill_hook.py (conftest puts tests/ on the path)
 from mamba_trainer.callbacks import DivergenceCallback, GracefulStopCallback, TimeBudgetCallback
 from mamba_trainer.train import Outcome, Resolved, RunCallbacks, outcome
 
@@ -179,7 +181,7 @@ def run_callbacks(budget=None):
 
 @pytest.fixture
 def no_kill_hook(monkeypatch):
-    monkeypatch.delenv(cli.KILL_HOOK_ENV, raising=False)
+    monkeypatch.delenv(kill_hook.KILL_HOOK_ENV, raising=False)
 
 
 def test_an_optimizer_refusing_a_nonfinite_gradient_is_a_divergence(tmp_path, no_kill_hook):

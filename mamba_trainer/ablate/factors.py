@@ -9,7 +9,9 @@ for names and labels. A grid maps factors to value lists; ``expand_grid`` gives 
     >>> [v["lr"].text for v in expand_grid({"lr": ["1/64", "1/32"]})]
     ['1/64', '1/32']
 
-Nothing here imports transformers (the choice lists come from ``optimizers``, which imports torch).
+The factors are derived from the settings schema (``configs.settings``): every field of ``MuonArguments`` is a factor
+with its rule's bounds or choices, so a new Muon setting is a factor with no edit here. Nothing here imports
+transformers (reading the choice lists imports ``optimizers``, so torch).
 """
 
 from __future__ import annotations
@@ -20,16 +22,10 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from optimizers import BACKENDS
-from optimizers.factory import OPTIMIZER_TYPES
-from optimizers.functional import ADJUST_LR
+from configs.settings import LEGACY_KEYS, MUON_FIELDS, TRAINING_KEYS
 
 from ..errors import UserError
 
-# The owners' lists (imported, not copied: a backend registered there is a valid value here)
-BACKEND_NAMES = tuple(BACKENDS)
-ADJUST_LR_CHOICES = ADJUST_LR
-OPTIMIZER_CHOICES = OPTIMIZER_TYPES
 _TRUE, _FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 _OFF = ("off", "none", "null")
 
@@ -49,31 +45,47 @@ class Factor:
     positive: bool = False
 
 
+def factor_of(name: str, flag: str, rule, label: str, help: str) -> Factor:
+    """The factor ``name`` that sets ``--flag``, its kind, choices and bounds read from the setting's ``rule``."""
+    if rule is None:  # a flag without a preset rule (--seed): a whole number >= 0
+        return Factor(name, flag, "int", label, help, lo=0)
+    if rule.choices:
+        kind = "bool" if rule.type is bool else "choice"
+        return Factor(name, flag, kind, label, help, choices=() if kind == "bool" else tuple(map(str, rule.choices)))
+    kind = "int" if rule.type is int else "number_or_off" if rule.nullable else "number"
+    positive = rule.lo == 0 and rule.lo_open
+    return Factor(name, flag, kind, label, help, lo=None if positive else rule.lo,
+                  hi=rule.hi if rule.hi_open else None, positive=positive)
+
+
+def _muon_factor(fld) -> Factor:
+    meta = fld.metadata
+    return factor_of(meta["sweep"] or fld.name, fld.name, meta["rule"], meta["label"] or fld.name, meta["help"])
+
+
+def _other(name: str, flag: str, key: str | None, label: str, help: str) -> Factor:
+    return factor_of(name, flag, TRAINING_KEYS[key] if key else None, label, help)
+
+
+#: Every Muon setting (``configs.settings.MuonArguments``: a field there is a factor here), and a few others.
 FACTORS: dict[str, Factor] = {f.name: f for f in (
-    Factor("lr", "learning_rate", "number", "LR", "Muon lr of the hidden matrices (AdamW: the lr of all params)",
-           positive=True),
-    Factor("adamw_lr", "adamw_lr", "number", "AdamW-side LR", "lr of embeddings, norms, biases, SSM scalars under Muon",
-           positive=True),
-    Factor("momentum", "momentum", "number", "Momentum", "Muon momentum after the ramp", lo=0, hi=1),
-    Factor("momentum_start", "momentum_warmup_start", "number", "Momentum start", "momentum at step 0 of the ramp",
-           lo=0, hi=1),
-    Factor("momentum_ramp", "momentum_warmup_steps", "int", "Ramp steps", "length of the momentum ramp (0 = constant)",
-           lo=0),
-    Factor("nesterov", "nesterov", "bool", "Nesterov", "Nesterov momentum on/off"),
-    Factor("backend", "backend", "choice", "Backend", "orthogonalization backend", choices=BACKEND_NAMES),
-    Factor("ns_steps", "ns_steps", "int", "NS steps", "iterations of the backend", lo=1),
-    Factor("beta2", "muon_beta2", "number_or_off", "NorMuon β2", "NorMuon second-moment decay (off = plain Muon)",
-           lo=0, hi=1),
-    Factor("adjust_lr", "adjust_lr", "choice", "Update scale", "Muon update scale mode", choices=ADJUST_LR_CHOICES),
-    Factor("optimizer", "optimizer", "choice", "Optimizer", "optimizer type", choices=OPTIMIZER_CHOICES),
-    Factor("weight_decay", "weight_decay", "number", "Weight decay", "decoupled weight decay", lo=0),
-    Factor("warmup_steps", "warmup_steps", "int", "Warmup steps", "lr warmup steps", lo=0),
-    Factor("seed", "seed", "int", "Seed", "model init and data order seed", lo=0),
+    _other("lr", "learning_rate", "learning_rate", "LR", "Muon lr of the hidden matrices (AdamW: the lr of all "
+                                                         "params)"),
+    *map(_muon_factor, MUON_FIELDS),
+    _other("optimizer", "optimizer", "optimizer", "Optimizer", "optimizer type"),
+    _other("weight_decay", "weight_decay", "weight_decay", "Weight decay", "decoupled weight decay"),
+    _other("warmup_steps", "warmup_steps", "warmup_steps", "Warmup steps", "lr warmup steps"),
+    _other("seed", "seed", None, "Seed", "model init and data order seed"),
 )}
 
-#: Other names users type for a factor (the mamba-train flag names).
-ALIASES = {"learning_rate": "lr", "muon_beta2": "beta2", "momentum_warmup_start": "momentum_start",
-           "momentum_warmup_steps": "momentum_ramp"}
+#: Other names users type for a factor: the mamba-train flag names (and their older names).
+ALIASES = {"learning_rate": "lr", **{f.flag: f.name for f in FACTORS.values() if f.flag != f.name},
+           **{old: next(f.name for f in FACTORS.values() if f.flag == new) for old, new in LEGACY_KEYS.items()}}
+# The owners' lists, as the factors read them (a backend registered there is a valid value here)
+BACKEND_NAMES = FACTORS["backend"].choices
+ADJUST_LR_CHOICES = FACTORS["adjust_lr"].choices
+OPTIMIZER_CHOICES = FACTORS["optimizer"].choices
+
 
 def valid_factors() -> str:
     return ", ".join(FACTORS)

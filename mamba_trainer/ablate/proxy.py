@@ -96,11 +96,12 @@ def preset_from_best(data: dict, sweep_dir: Path, preset_name: str) -> tuple[dic
     """(preset entry, one line saying what was transferred) from a report's data (``build_report``): the best
     variant's lrs as its run recorded them, at the width of the model it trained."""
     from ..jsonio import read_json
+    from ..rundir import RunConfig
 
     best = next((r for r in data["variants"] if r.get("rank") == 1), None)
     if best is None:
         raise UserError(f"no variant of {sweep_dir} finished with an eval loss; nothing to write")
-    config = read_json(Path(sweep_dir) / best["run_dir"] / "run_config.json")
+    config = RunConfig.read(Path(sweep_dir) / best["run_dir"]).raw
     final = read_json(Path(sweep_dir) / best["run_dir"] / "final" / "config.json", {})
     width = final.get("hidden_size")
     if width is None:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..jsonio import read_json, read_metrics, write_json
-from ..rundir import ENVIRONMENT_FILE, RUN_CONFIG
+from ..rundir import ENVIRONMENT_FILE, RunConfig, is_run_dir
 from .readers import curves, end_record, finite
 from .runner import RUNS_DIR, SWEEP_FILE, read_variant_file, variant_status
 from .factors import FACTORS, ALIASES, parse_value
@@ -82,7 +82,7 @@ def summarize(run_dir: Path) -> dict:
     records = read_metrics(run_dir)
     status = variant_status(run_dir)
     if status in ("new", "incomplete"):
-        status = "incomplete" if records or (run_dir / RUN_CONFIG).is_file() else "not run"
+        status = "incomplete" if records or is_run_dir(run_dir) else "not run"
     evals = [r for r in records if finite(r.get("eval_loss"))]
     train = [r for r in records if finite(r.get("loss"))]
     last_eval = evals[-1] if evals else {}
@@ -91,20 +91,20 @@ def summarize(run_dir: Path) -> dict:
     tps = [r["tokens_per_second"] for r in records if finite(r.get("tokens_per_second"))]
     end = end_record(records) or {}
     steps = end.get("step", max([r.get("step", 0) for r in records], default=0))
-    config = _read_json(run_dir / RUN_CONFIG)
+    config = RunConfig.load(run_dir) or RunConfig()  # a missing or torn file reads as empty
     val_loss = last_eval.get("eval_loss")
     return {
         "variant": variant["name"], "slug": variant.get("slug", run_dir.name), "kind": variant.get("kind", "named"),
         "is_base": bool(variant.get("is_base")), "factors": dict(variant.get("factors", {})),
         "values": _values(variant.get("factors", {})), "raw_flags": dict(variant.get("raw_flags", {})),
-        "optimizer": config.get("optimizer_type"), "status": status,
+        "optimizer": config.optimizer_type, "status": status,
         "detail": recorded.get("detail") if status not in OK else None,
         "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)) if finite(val_loss) else None,
         "val_accuracy": last_eval.get("eval_accuracy"), "eval_step": last_eval.get("step"),
         "train_loss": train[-1]["loss"] if train else None,
         "train_time_s": round(train_time, 2) if train_time is not None else None,
         "tokens_per_second": round(statistics.median(tps), 1) if tps else None,
-        "steps": steps, "max_steps": (config.get("training_arguments") or {}).get("max_steps"),
+        "steps": steps, "max_steps": config.training_arguments.get("max_steps"),
         "wall_s": recorded.get("wall_s"), "run_dir": f"{RUNS_DIR}/{run_dir.name}",
     }
 
@@ -201,21 +201,21 @@ def insights(ranked: list[dict], grid: dict[str, list[str]], wall_clock_budget: 
 def config_summary(sweep_dir: Path, rows: list[dict], sweep: dict) -> dict:
     """The shared setup, read from the base variant's run_config.json (else the first that has one)."""
     ordered = sorted(rows, key=lambda r: not r["is_base"])
-    config, env = {}, {}
+    config, env = None, {}
     for r in ordered:
         path = Path(sweep_dir) / r["run_dir"]
-        config = _read_json(path / RUN_CONFIG)
-        if config:
+        config = RunConfig.load(path)
+        if config is not None and config.raw:
             env = _read_json(path / ENVIRONMENT_FILE)
             break
-    if not config:
+    if config is None or not config.raw:
         return {}
-    t, mu, data, model = (config.get(k) or {} for k in ("training_arguments", "muon", "data", "model"))
+    t, mu, data, model = config.training_arguments, config.muon, config.data, config.model
     counts = data.get("counts") or {}
     return {
         "model_size": model.get("model_size"), "architecture": model.get("architecture"),
-        "num_parameters": model.get("num_parameters"), "preset": config.get("training_preset"),
-        "optimizer": config.get("optimizer_type"), "max_steps": t.get("max_steps"),
+        "num_parameters": model.get("num_parameters"), "preset": config.training_preset,
+        "optimizer": config.optimizer_type, "max_steps": t.get("max_steps"),
         "time_budget": sweep.get("time_budget"),
         "batch_size": (t.get("per_device_train_batch_size") or 0) * (t.get("gradient_accumulation_steps") or 1),
         "per_device_batch": t.get("per_device_train_batch_size"), "grad_accum": t.get("gradient_accumulation_steps"),

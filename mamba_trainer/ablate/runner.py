@@ -11,7 +11,8 @@ A variant's outcome is read back from its folder, so a rerun skips what is finis
 diverged, failed), resumes what was stopped or cut short from its last checkpoint (fixed-step budgets), and
 restarts it otherwise (a wall-clock budget restarts: a resumed run would get more than its budget).
 
-Several variants run at once when several GPUs are visible: one worker per group of ``gpus_per_variant`` GPUs,
+Launching, waiting and judging a folder are ``mamba_trainer.runs`` (the one runner the benches use too); this
+module adds what a sweep keeps per variant. Several variants run at once when several GPUs are visible: one worker per group of ``gpus_per_variant`` GPUs,
 each child seeing only its group through ``CUDA_VISIBLE_DEVICES``. Without GPUs there is one worker.
 """
 
@@ -19,29 +20,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import UserError
 from ..jsonio import read_json, read_metrics, write_json
-from ..rundir import RUN_CONFIG, complete_checkpoints
-from .readers import end_record, finite
+from ..rundir import complete_checkpoints, is_run_dir
+from ..runs import INTERRUPTS, child_env, classify, folder_state, next_action, run_on_workers, start_process
+from ..runs import mamba_train_command, settings_difference
+
+__all__ = ["FINISHED", "INTERRUPTS", "Job", "LOG_FILE", "RUNS_DIR", "SWEEP_FILE", "SweepLock", "VARIANT_FILE",
+           "assign", "child_env", "classify", "next_action", "plan_job", "prepare", "read_variant_file", "run_jobs",
+           "start_process", "variant_status", "visible_gpus", "worker_devices", "write_variant_file"]
 
 RUNS_DIR = "runs"
 VARIANT_FILE = "variant.json"
 LOG_FILE = "train.log"
 SWEEP_FILE = "sweep.json"
 FINISHED = ("completed", "time_budget", "diverged", "failed")
-# signals that stop a run from outside (a second Ctrl-C, kill, a closed terminal): the run is unfinished, not
-# diverged, so a rerun trains it again. SIGKILL stays a crash: the kernel's OOM killer sends it.
-INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---- worker planning (pure) ---------------------------------------------------------------------------------
@@ -110,70 +107,18 @@ def read_variant_file(run_dir: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def classify(returncode: int | None, records: list[dict], log_tail: str = "") -> tuple[str, str | None]:
-    """(status, detail) of a finished launch from its exit status and metrics.
-
-    Status: completed | time_budget | stopped (stopped by a signal, with or without its checkpoint) |
-    diverged (exit 3, non-finite eval loss, or a crash) | failed (exit 2: mamba-train rejected its input).
-    """
-    end = end_record(records)
-    last_line = _last_line(log_tail)
-    if returncode == 0:
-        reason = end.get("reason") if end else None
-        if reason in ("completed", "time_budget"):
-            evals = [r for r in records if "eval_loss" in r]
-            if evals and not finite(evals[-1]["eval_loss"]):
-                return "diverged", f"eval loss is {evals[-1]['eval_loss']} at step {evals[-1].get('step')}"
-            return reason, None
-        if reason == "stopped":
-            return "stopped", end.get("detail")
-        return "diverged", f"crashed: exited 0 without an end record ({last_line})"
-    if returncode == 3:
-        return "diverged", (end or {}).get("detail") or last_line
-    if returncode == 2:
-        return "failed", last_line
-    if returncode is not None and -returncode in INTERRUPTS:  # Ctrl-C, kill, a closed terminal: not a result
-        return "stopped", f"interrupted (signal {signal.Signals(-returncode).name}) before saving; a rerun starts it again"
-    how = f"signal {signal.Signals(-returncode).name}" if returncode and returncode < 0 else f"exit {returncode}"
-    return "diverged", f"crashed ({how}): {last_line}"
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    return (errors or lines or [""])[-1][:300]
-
-
 def variant_status(run_dir: Path) -> str:
     """new | incomplete | stopped | completed | time_budget | diverged | failed, from the folder alone."""
     run_dir = Path(run_dir)
     recorded = read_variant_file(run_dir).get("status")
     if recorded in FINISHED:
         return recorded
-    records = read_metrics(run_dir)
-    end = end_record(records)
-    if end and end.get("reason") in ("completed", "time_budget", "diverged"):
-        return classify(3 if end["reason"] == "diverged" else 0, records)[0]
-    if end and end.get("reason") == "stopped":
-        return "stopped"
-    return "incomplete" if (run_dir / RUN_CONFIG).is_file() else "new"
-
-
-def next_action(status: str, *, has_checkpoint: bool, wall_clock_budget: bool, retry_failed: bool = False) -> str:
-    """skip | resume | fresh for a variant in ``status``.
-
-    >>> next_action("completed", has_checkpoint=True, wall_clock_budget=False)
-    'skip'
-    >>> [next_action("stopped", has_checkpoint=True, wall_clock_budget=b) for b in (False, True)]
-    ['resume', 'fresh']
-    """
-    if status in ("completed", "time_budget"):
-        return "skip"
-    if status in ("diverged", "failed"):
-        return "fresh" if retry_failed else "skip"
-    if status in ("stopped", "incomplete") and has_checkpoint and not wall_clock_budget:
-        return "resume"
-    return "fresh"
+    state = folder_state(run_dir)
+    if state in ("completed", "time_budget", "diverged"):
+        return classify(3 if state == "diverged" else 0, read_metrics(run_dir))[0]
+    if state in ("stopped", "incomplete", "new"):
+        return state
+    return "incomplete" if is_run_dir(run_dir) else "new"  # an end reason this code does not know
 
 
 # ---- running ------------------------------------------------------------------------------------------------
@@ -187,37 +132,7 @@ class Job:
     launches_before: int = 0
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "mamba_trainer.train", *self.argv, "--output_dir", str(self.run_dir.resolve())]
-        return cmd + (["--resume", "latest"] if self.action == "resume" else [])
-
-
-def start_process(cmd: list[str], env: dict, log_path: Path) -> subprocess.Popen:
-    """Start one training (the only place a sweep starts a subprocess). Its own session: a Ctrl-C on the sweep
-    reaches the child once, through the sweep, so the child stops gracefully and saves a checkpoint. If the
-    sweep itself dies (kill -9), the child is killed too: a rerun then finds the variant unfinished and
-    resumes it, instead of meeting a run folder still locked by an orphan."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGKILL it when the sweep process dies (no-op elsewhere)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def child_env(device: str | None) -> dict:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), env.get("PYTHONPATH")) if p)
-    if device is not None:
-        env["CUDA_VISIBLE_DEVICES"] = device
-    return env
+        return mamba_train_command(self.argv, run_dir=self.run_dir, resume=self.action == "resume")
 
 
 def prepare(job: Job) -> None:
@@ -234,67 +149,25 @@ def write_variant_file(job: Job, **outcome) -> None:
                                             "command": " ".join(job.command()), **outcome})
 
 
-class _StopRequest:
-    """SIGINT/SIGTERM on the sweep: stop starting variants and ask the running ones to stop (once)."""
-
-    def __init__(self):
-        self.requested = False
-        self.saved = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if not self.requested:
-            print(f"\n{signal.Signals(signum).name}: stopping the running variant(s) after their current step "
-                  "(they save a checkpoint); rerun the sweep to continue", file=sys.stderr, flush=True)
-        self.requested = True
-
-    def __exit__(self, *exc):
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-
-
 def run_jobs(jobs: list[Job], workers: list[str | None], *, on_start=None, on_done=None, poll_s: float = 0.2) -> bool:
-    """Run ``jobs`` on ``workers`` (CUDA_VISIBLE_DEVICES values); returns False when stopped by a signal."""
-    pending = list(range(len(jobs)))
-    running: dict[int, tuple[int, subprocess.Popen, float]] = {}  # worker -> (job, process, start time)
-    signalled: set[int] = set()
-    with _StopRequest() as stop:
-        while pending or running:
-            if not stop.requested:
-                for worker, j in assign(pending, [w for w in range(len(workers)) if w not in running]):
-                    pending.remove(j)
-                    job = jobs[j]
-                    prepare(job)
-                    if on_start:
-                        on_start(job, workers[worker])
-                    proc = start_process(job.command(), child_env(workers[worker]), job.run_dir / LOG_FILE)
-                    running[worker] = (j, proc, time.perf_counter())
-            else:
-                pending.clear()
-                for worker, (_, proc, _) in running.items():
-                    if worker not in signalled and proc.poll() is None:
-                        proc.send_signal(signal.SIGTERM)
-                        signalled.add(worker)
-            time.sleep(poll_s)
-            for worker, (j, proc, started) in list(running.items()):
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                del running[worker]
-                signalled.discard(worker)
-                job = jobs[j]
-                wall = job.wall_s_before + time.perf_counter() - started
-                status, detail = classify(rc, read_metrics(job.run_dir), _tail(job.run_dir / LOG_FILE))
-                write_variant_file(job, status=status, detail=detail, returncode=rc, wall_s=round(wall, 2),
-                                   launches=job.launches_before + 1, device=workers[worker])
-                if on_done:
-                    on_done(job, status, detail, wall)
-    return not stop.requested
+    """Run ``jobs`` on ``workers`` (CUDA_VISIBLE_DEVICES values, ``runs.run_on_workers``); each outcome is recorded
+    in its variant.json. Returns False when stopped by a signal."""
+
+    def start(job: Job, device):
+        prepare(job)
+        if on_start:
+            on_start(job, device)
+        return start_process(job.command(), child_env(device), job.run_dir / LOG_FILE)
+
+    def finish(job: Job, device, rc: int, seconds: float):
+        wall = job.wall_s_before + seconds
+        status, detail = classify(rc, read_metrics(job.run_dir), _tail(job.run_dir / LOG_FILE))
+        write_variant_file(job, status=status, detail=detail, returncode=rc, wall_s=round(wall, 2),
+                           launches=job.launches_before + 1, device=device)
+        if on_done:
+            on_done(job, status, detail, wall)
+
+    return run_on_workers(jobs, workers, start, finish, poll_s=poll_s)
 
 
 def _tail(path: Path, size: int = 8192) -> str:
@@ -314,9 +187,7 @@ def plan_job(variant: dict, run_dir: Path, argv: list[str], *, wall_clock_budget
         raise UserError(f"{run_dir} holds variant '{variant['name']}' run with other flags; use another --output "
                         f"(recorded: {' '.join(recorded['argv'])})")
     if status != "new":  # the same flags can still mean another run when a preset or a default changed since
-        from ..run_settings import first_difference, recorded_settings, settings_of
-
-        diff = first_difference(recorded_settings(run_dir), settings_of(argv, run_dir))
+        diff = settings_difference(run_dir, argv)
         if diff:
             raise UserError(f"{run_dir} holds variant '{variant['name']}' run with other settings ({diff[0]}: "
                             f"{diff[1]!r} there, {diff[2]!r} now: a preset or default changed since); use another "

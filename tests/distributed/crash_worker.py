@@ -24,7 +24,7 @@ def main() -> None:
         def broken(*args, **kwargs):
             raise ValueError("rank 1 failed on purpose")
 
-        optimizers.distributed.orthogonalize = broken
+        optimizers.distributed.DDPMuon.route = broken
     model = mlp_worker.build_model()
     optimizer = mlp_worker.build_optimizer(model)
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
