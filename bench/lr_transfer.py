@@ -15,7 +15,8 @@ Stages, in priority order (two runs at a time, one torch thread each; a stage's 
 1. widths 192 and 512, both families: AdamW and Muon over a 2x grid (extended past an edge best).
 2. width 1,024: three points of a 2x grid centred on the lr the 192/512 fit predicts (the rule under test).
 3. a second seed at 1,024 at the predicted lrs: Muon's steps to AdamW's final loss (the issue's 0.65 target).
-4. horizon and batch at width 192: 1,200 steps (3 points), batch 16 (3 points).
+4. horizon and batch at width 192: 1,200 steps (3 points), batch 16 (3 points); it needs only width 192's best,
+   so it runs beside stage 1's width 512 (whose runs take the free slots first).
 5. ``match_rms_adamw`` at 192 and 512 (3 points each).
 6. held-out width 640 at the predicted lr and one grid step either side.
 7. horizon 2,400 steps at 192, one seed, 2 points around the 1,200-step best.
@@ -198,6 +199,16 @@ class Study:
             results[lr] = self.run(priority, size, kind, lr, seed, cfg, adamw_lr)
         return results
 
+    def horizon_and_batch(self, family: str, fitted192) -> None:
+        """Stage 4: horizon and batch at 192, around the base condition's best (run beside stage 1's wider width)."""
+        size = size_name(family, 192)
+        g_a, g_m = fitted192
+        for steps, batch, shifts in ((1200, 4, (-2, -1, 0)), (300, 16, (-1, 0, 1))):
+            cfg = self.cfg(steps, batch)
+            res_a = self.tune(4, size, "adamw", [grid_index("adamw", g_a) + s for s in shifts], cfg)
+            side = best_lr(res_a)[0]
+            self.tune(4, size, "muon", [grid_index("muon", g_m) + s for s in shifts], cfg, adamw_lr=side)
+
     # ---- stages ----
     def family(self, family: str) -> None:
         base = self.cfg(BASE["steps"], BASE["batch"])
@@ -216,8 +227,13 @@ class Study:
                 best["muon"][width] = fine_m
             return grid_a, grid_m
 
-        with ThreadPoolExecutor(len(FIT_WIDTHS)) as pool:
-            fitted = dict(zip(FIT_WIDTHS, pool.map(lambda w: tune_width(w, 1, START_GRID.get), FIT_WIDTHS)))
+        # stage 4 needs only width 192's best: it runs beside the wider fit width (which keeps the slots first)
+        fitted = {FIT_WIDTHS[0]: tune_width(FIT_WIDTHS[0], 1, START_GRID.get)}
+        with ThreadPoolExecutor(2) as pool:
+            wide = pool.submit(lambda: {w: tune_width(w, 1, START_GRID.get) for w in FIT_WIDTHS[1:]})
+            if fitted[FIT_WIDTHS[0]] is not None:
+                pool.submit(self.horizon_and_batch, family, fitted[FIT_WIDTHS[0]]).result()
+            fitted.update(wide.result())
         if self.dry or any(v is None for v in fitted.values()):
             print(f"{family}: stage 1 not finished; later stages wait for it")
             return
@@ -233,15 +249,6 @@ class Study:
         lr_a, lr_m = grid_lr("adamw", predicted("adamw", 1024)), grid_lr("muon", predicted("muon", 1024))
         self.run(3, size, "adamw", lr_a, 1, base)
         self.run(3, size, "muon", lr_m, 1, base, lr_a)
-
-        # stage 4: horizon and batch at 192, around the base condition's best
-        size = size_name(family, 192)
-        g_a, g_m = fitted[192]
-        for steps, batch, shifts in ((1200, 4, (-2, -1, 0)), (300, 16, (-1, 0, 1))):
-            cfg = self.cfg(steps, batch)
-            res_a = self.tune(4, size, "adamw", [grid_index("adamw", g_a) + s for s in shifts], cfg)
-            side = best_lr(res_a)[0]
-            self.tune(4, size, "muon", [grid_index("muon", g_m) + s for s in shifts], cfg, adamw_lr=side)
 
         # stage 5: match_rms_adamw at the fit widths (that scale is made for AdamW's lr: centre on AdamW's best),
         # and Muon's AdamW side at half and twice AdamW's best at 512 (is "AdamW's own best" right for it?)
