@@ -15,6 +15,9 @@
 #    mamba-ssm / causal-conv1d kernels when they install, else transformers' PyTorch path (said in the table)
 # 3. --vram_auto on this card: the batch size it picks for hybrid-small-standard, and that 5 steps then run
 # 4. a 50-step training run that saves at step 25, is resumed from checkpoint-25 to 50, and is evaluated
+# 5. muon_default's lr at hybrid-small-standard against 1/3x and 3x, 100 steps each (bench/lr_check.py)
+# 6. packing: content tokens/s of stream vs bfd at hybrid-small-standard bf16 (bench/packing.py), and the packed
+#    rows through the CUDA kernels == the PyTorch path (tests/test_packed.py -k cuda) where the kernels install
 # On a machine without CUDA it says so in one line and exits 2. Each check has its own time limit; a failed
 # check is a FAIL row (its log is named) and the script goes on to the next.
 set -uo pipefail
@@ -126,7 +129,40 @@ else
     row "--vram_auto, hybrid-small-standard" FAIL "$OUT/vram_auto.log"
 fi
 
-fi  # end of the GPU-only checks 1-3
+# 5. the preset's lr at 112M (hybrid-small-standard; bundled tokenizer: no Hub here): muon_default's resolved lr
+#    (configs/lr_rule.py) against 1/3x and 3x, 100 steps of 8 x 1,024 tokens each, the same data, run side by side
+if run_check lr_112m 240 "$OUT/lr_check.log" "$PY" bench/lr_check.py --model_size hybrid-small-standard \
+        --training_preset muon_default --steps 100 --batch 8 --seq_len 1024 --eval_examples 64 \
+        --extra "--bf16 true --tokenizer bundled" --out "$OUT/lr_check"; then
+    best=$(grep '^best:' "$OUT/lr_check.log" | cut -c7-90)
+    losses=$(grep -E '^\| [0-9.]+x \|' "$OUT/lr_check.log" | awk -F'|' '{gsub(/ /,"",$2); gsub(/ /,"",$4); printf "%s %s; ", $2, $4}')
+    row "muon_default's lr at hybrid-small-standard, 100 steps (1/3x, 1x, 3x)" PASS "${losses}best: ${best}"
+else
+    row "muon_default's lr at hybrid-small-standard" FAIL "$OUT/lr_check.log"
+fi
+
+# 6. packing on the GPU: content tokens/s of stream vs bfd (examples kept apart) at hybrid-small-standard in bf16,
+#    and, where the kernels are installed, bfd through mamba-ssm / causal-conv1d == bfd on the PyTorch path
+if run_check packing_speed 240 "$OUT/packing.log" "$PY" bench/packing.py --sizes hybrid-small-standard \
+        --modes stream,bfd --steps 20 --seeds 1 --batch 8 --seq_len 1024 --eval_every 20 --eval_examples 16 \
+        --eval_problems 0 --threads 8 --extra "--bf16 true --tokenizer bundled" --out "$OUT/packing"; then
+    speeds=$(grep -E '^\| hybrid-small-standard \| (stream|bfd) \|' "$OUT/packing.log" | awk -F'|' '{gsub(/ /,"",$3); gsub(/ /,"",$6); gsub(/ /,"",$7); printf "%s %s tok/s (padding %s); ", $3, $6, $7}')
+    row "packing: content tokens/s, hybrid-small-standard bf16 ($KERNELS)" PASS "$speeds"
+else
+    row "packing: content tokens/s, hybrid-small-standard bf16" FAIL "$OUT/packing.log"
+fi
+if [ "$KERNELS" = "mamba-ssm + causal-conv1d kernels" ]; then
+    if run_check packed_kernels 120 "$OUT/packed_kernels.log" "$PY" -m pytest -q -p no:cacheprovider \
+            tests/test_packed.py -k cuda; then
+        row "packed rows: CUDA kernels with seq_idx == PyTorch path" PASS "$(tail -1 "$OUT/packed_kernels.log")"
+    else
+        row "packed rows: CUDA kernels with seq_idx == PyTorch path" FAIL "$OUT/packed_kernels.log"
+    fi
+else
+    row "packed rows: CUDA kernels with seq_idx" SKIP "no kernel wheels carried ($KERNELS)"
+fi
+
+fi  # end of the GPU-only checks 1-3, 5, 6
 
 # 4. train 50 steps with a save at 25, resume from checkpoint-25, evaluate
 rm -rf "$OUT/resume_run" "$OUT/resume_ref"

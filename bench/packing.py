@@ -86,7 +86,7 @@ def score(run_dir: Path, cfg, seed: int) -> dict:
     rows = data["counts"]["train_sequences"] * cfg.seq_len
     padding = tokens.get("padding_tokens", rows - tokens["tokens"]) / rows
     scores = {"leak_free_eval_loss": leak_free_eval_loss(run_dir / "final", seed, cfg.eval_examples, cfg.seq_len),
-              "accuracy": answer_accuracy(run_dir / "final", cfg.eval_problems),
+              "accuracy": answer_accuracy(run_dir / "final", cfg.eval_problems) if cfg.eval_problems else None,
               "tokens_per_second": statistics.median(rates[1:] or rates) if rates else None,
               "padding_fraction": padding}
     scores["content_tokens_per_second"] = (scores["tokens_per_second"] * (1 - padding)
@@ -101,8 +101,8 @@ def run_all(cfg) -> list[dict]:
     rows = []
     for size in cfg.sizes.split(","):
         for seed in range(cfg.seeds):
-            for mode in MODES:
-                run_cfg = SimpleNamespace(**{**vars(cfg), "variant": mode, "extra": f"--packing {mode}",
+            for mode in cfg.modes.split(","):
+                run_cfg = SimpleNamespace(**{**vars(cfg), "variant": mode, "extra": f"--packing {mode} {cfg.extra}",
                                              "keep_weights": True, "resumable": True, "out": cfg.out})
                 r = convergence.train_run(size, "muon", cfg.lr, seed, run_cfg, cfg.adamw_lr)
                 rows.append({"size": size, "mode": mode, "seed": seed, "final_eval_loss": r["final"],
@@ -154,6 +154,8 @@ def parse(argv=None):
     p.add_argument("--lr", type=float, default=2e-2, help="Muon lr (muon_demo's)")
     p.add_argument("--adamw_lr", type=float, default=2e-3, help="AdamW-side lr (muon_demo's)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--modes", default=",".join(MODES), help="packing modes to run, comma-separated")
+    p.add_argument("--extra", default="", help="more mamba-train flags for every run (e.g. \"--bf16 true\")")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "packing_400"))
     p.add_argument("--report", action="store_true", help="only rewrite summary.md from results.json")
     return p.parse_args(argv)
@@ -161,6 +163,10 @@ def parse(argv=None):
 
 def main(argv=None) -> int:
     cfg = parse(argv)
+    unknown = set(cfg.modes.split(",")) - set(MODES)
+    if unknown:
+        print(f"error: --modes: unknown {', '.join(sorted(unknown))}; valid: {', '.join(MODES)}", file=sys.stderr)
+        return 2
     if cfg.report:
         rows = json.loads((Path(cfg.out) / "results.json").read_text())["rows"]
     else:

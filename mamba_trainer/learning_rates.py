@@ -27,3 +27,21 @@ def describe_lrs(lrs: dict) -> str:
     parts = [f"{names[k]} {lrs[k]:g} ({lrs['reasons'][k]})" for k in ("learning_rate", "adamw_lr") if lrs[k] is not None]
     state = "measured" if lrs["measured"] else "the hypothesis bench/lr_transfer.py tests"
     return f"learning rates for width {lrs['width']}: {', '.join(parts)}; rule: configs/lr_rule.py ({state})"
+
+
+def preset_lrs(model_size: str, training_preset: str, extra: list[str] = ()) -> dict:
+    """The lrs a ``mamba-train`` run of ``model_size`` with ``training_preset`` (and ``extra`` flags) trains with:
+    {"optimizer", "learning_rate", "adamw_lr" (None under AdamW), "lrs" (the rule's record, None when not carried)}."""
+    from configs.model_configs import get_model_config
+    from mamba_trainer.args import parse_args
+    from mamba_trainer.learning_rates import apply_lr_rule
+    from optimizers.factory import ADAMW_LR_RATIO
+
+    parsed = parse_args(["--model_size", model_size, "--training_preset", training_preset, *extra])
+    entry = get_model_config(model_size)
+    lrs = apply_lr_rule(parsed, parsed.optimizer_type, entry["config"].get("hidden_size"), entry["architecture"])
+    lr, adamw = parsed.training.learning_rate, parsed.muon.adamw_lr
+    if parsed.optimizer_type == "muon" and adamw is None:
+        adamw = lr * ADAMW_LR_RATIO
+    return {"optimizer": parsed.optimizer_type, "learning_rate": lr,
+            "adamw_lr": adamw if parsed.optimizer_type == "muon" else None, "lrs": lrs}

@@ -32,6 +32,9 @@ PLACE = frozenset({"output_dir", "logging_dir", "run_name"})
 #: stderr is a terminal unless given: a run restarted from a shell loop is the same run as one started into a log;
 #: checkpoints are written without touching the training: resume is bit-exact, tests/test_kill_resume.py)
 SHOWN = frozenset({"disable_tqdm", "save_strategy", "save_steps", "save_total_limit"})
+#: settings that only say how the lrs were stated (--lr_width): the lrs they resolve to (training.learning_rate,
+#: muon.adamw_lr) are compared, so a preset that gained an lr_width still reuses runs that trained at the same lrs
+STATED = frozenset({"lr_width"})
 #: MuonArguments field -> the name run_config.json files and this check have used for it
 RECORDED_NAMES = {new: old for old, new in reversed(LEGACY_KEYS.items())}
 
@@ -127,7 +130,7 @@ def first_difference(recorded: dict | None, now: dict) -> tuple[str, object, obj
         if part == "muon" and now["run"]["optimizer_type"] != "muon":
             continue
         old, new = recorded.get(part) or {}, now[part]
-        for key in sorted(set(old) & set(new) - PLACE - SHOWN):
+        for key in sorted(set(old) & set(new) - PLACE - SHOWN - STATED):
             if old[key] != new[key]:
                 return f"{part}.{key}", old[key], new[key]
     return None

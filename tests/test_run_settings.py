@@ -66,6 +66,14 @@ def test_another_run_is_named_by_its_first_different_setting(run, extra, expecte
     assert first_difference(recorded_settings(run), settings_of([*FLAGS, *extra], run)) == expected
 
 
+def test_lrs_stated_at_a_width_are_the_run_whose_lrs_they_resolve_to(run):
+    """--lr_width only says how the lrs were stated: a preset that gains one still reuses a run made at the lrs it
+    resolves to (mamba-tiny is 192 wide), and one that moves the lrs is another run, named by the lr."""
+    assert first_difference(recorded_settings(run), settings_of([*FLAGS, "--lr_width", "192"], run)) is None
+    changed = first_difference(recorded_settings(run), settings_of([*FLAGS, "--lr_width", "96"], run))
+    assert changed[0] == "muon.adamw_lr" and changed[2] < changed[1]  # AdamW's side falls with width
+
+
 def test_a_run_made_under_another_default_differs_though_its_flags_do_not(run, tmp_path):
     """A Mamba2 run recorded with fused_blocks "whole" (the default before "auto") is not today's default run."""
     old = tmp_path / "old"
