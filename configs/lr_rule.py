@@ -6,26 +6,34 @@ then trains at
     lr(width) = lr(lr_width) * (width / lr_width) ** WIDTH_EXPONENTS[architecture][side]
 
 for each side: ``muon`` (Muon's lr for hidden matrices, under ``adjust_lr``'s scale) and ``adamw`` (the AdamW
-side under Muon, or every parameter under AdamW). ``lr_width`` None (every built-in preset today) means the lrs
-apply as written at every width.
+side under Muon, or every parameter under AdamW). ``lr_width`` None (the smoke presets; a presets file's preset
+that sets none) means the lrs apply as written at every width.
 
-The exponents are what the lr-transfer study (``bench/lr_transfer.py``, results in ``docs/benchmarks.md``) measures
-over proxies at widths 192-1,024. Until it has, they hold the muP-style hypothesis it tests (``MEASURED`` False):
-Muon's spectral-norm-scaled update is width-free under ``adjust_lr=original``, and AdamW's lr falls as 1/width.
-Depth and horizon are not carried: a proxy sweep at fewer layers or steps says nothing about them.
+The exponents are what the lr-transfer study measured (``bench/lr_transfer.py``; ``bench/results/lr_transfer/
+rule.json`` holds its fit, ``docs/benchmarks.md`` the tables): each optimizer's best lr on 3-layer proxies of the
+named sizes at widths ``MEASURED_WIDTHS``, 300 steps of 4 x 256 tokens, fitted as ``c x width^alpha``. The AdamW
+side falls faster than muP's 1/width; Muon's lr falls too, more slowly. Architectures the study has not measured
+(and any pair not in ``MEASURED``) hold the muP-style hypothesis: Muon width-free, AdamW as 1/width. Depth, horizon
+and batch are not carried: a proxy sweep at fewer layers or steps says nothing about them.
 
-    >>> carry(0.02, 512, 1024, "zamba2", "muon"), carry(2e-3, 512, 1024, "zamba2", "adamw")
-    (0.02, 0.001)
+    >>> carry(0.02, 512, 1024, "mamba2", "muon"), carry(2e-3, 512, 1024, "mamba2", "adamw")
+    (0.01516, 0.0006783)
 """
 
 from __future__ import annotations
 
 #: side -> exponent of width, per architecture (``MODEL_CONFIGS[size]["architecture"]``); "default" for the rest
 WIDTH_EXPONENTS: dict[str, dict[str, float]] = {
-    "default": {"muon": 0.0, "adamw": -1.0},
+    "zamba2": {"muon": 0.0, "adamw": -1.25},  # hybrid proxies: AdamW 6.9e-3 at 192 -> 2.0e-3 at 512
+    "mamba2": {"muon": -0.40, "adamw": -1.56},  # Muon 8.2e-2 -> 5.5e-2, AdamW 6.7e-3 -> 1.4e-3
+    "default": {"muon": 0.0, "adamw": -1.0},  # the hypothesis (muP for AdamW; Muon's spectral-norm update)
 }
-#: whether WIDTH_EXPONENTS come from the study's fit (True) or are the hypothesis it tests (False)
-MEASURED = False
+#: the (architecture, side) pairs whose exponent the study fitted; the rest are the hypothesis
+MEASURED: frozenset = frozenset({("zamba2", "adamw"), ("mamba2", "muon"), ("mamba2", "adamw")})
+#: the proxy widths the fit used
+MEASURED_WIDTHS = (192, 512)
+#: the study's name for each measured architecture (its rule.json keys are "<family>/<optimizer>")
+STUDY_FAMILIES = {"zamba2": "hybrid", "mamba2": "mamba"}
 SIDES = ("muon", "adamw")
 
 
@@ -43,9 +51,9 @@ def carry(lr: float, from_width: int, to_width: int, architecture: str | None, s
 def describe(side: str, lr: float, carried: float, from_width: int, to_width: int, architecture: str | None) -> str:
     """One phrase saying how ``carried`` came from ``lr``.
 
-    >>> describe("adamw", 2e-3, 1e-3, 512, 1024, "mamba2")
-    '0.002 at width 512 x (1024/512)^-1 = 0.001'
-    >>> describe("muon", 0.02, 0.02, 512, 1024, "mamba2")
+    >>> describe("adamw", 2e-3, 6.783e-4, 512, 1024, "mamba2")
+    '0.002 at width 512 x (1024/512)^-1.56 = 0.0006783'
+    >>> describe("muon", 0.02, 0.02, 512, 1024, None)
     '0.02 at width 512, width-free'
     """
     a = exponent(architecture, side)
@@ -64,13 +72,15 @@ def resolve(*, optimizer: str, learning_rate: float, adamw_lr: float | None, lr_
     >>> r = resolve(optimizer="muon", learning_rate=0.02, adamw_lr=2e-3, lr_width=512, width=640,
     ...             architecture="zamba2", keep=frozenset({"learning_rate"}))
     >>> r["learning_rate"], r["adamw_lr"], r["reasons"]["learning_rate"]
-    (0.02, 0.0016, 'as given')
+    (0.02, 0.001513, 'as given')
     """
     if lr_width is None or width is None:
         return None
     sides = {"learning_rate": "muon" if optimizer == "muon" else "adamw", "adamw_lr": "adamw"}
     values = {"learning_rate": learning_rate, "adamw_lr": adamw_lr if optimizer == "muon" else None}
-    out = {"width": int(width), "lr_width": int(lr_width), "measured": MEASURED, "reasons": {}}
+    used = {sides[k] for k, v in values.items() if v is not None and k not in keep}
+    out = {"width": int(width), "lr_width": int(lr_width), "reasons": {},
+           "measured": bool(used) and all((architecture, side) in MEASURED for side in used)}
     for key, value in values.items():
         if value is None:
             out[key] = None

@@ -93,11 +93,11 @@ class MuonArguments:
     # opt-in: a default only once the convergence bench says so
     cautious_wd: bool = setting(False, Choice((True, False)), label="Cautious WD", help=(
         "Cautious weight decay: Muon decays only the weight entries its update moves toward zero (Chen et al. 2025)."))
-    # the lrs apply as written at every width until the lr-transfer study sets a measured rule (configs/lr_rule.py)
+    # the long-run presets state 512, the demo presets 192 (configs/training_presets.py); the rule: configs/lr_rule.py
     lr_width: int | None = setting(None, Num(int, **POS, nullable=True), label="LR width", factory=False, help=(
         "Width at which --learning_rate and --adamw_lr are stated: the run carries them to the model's width by the "
-        "rule in configs/lr_rule.py and prints what it used (default: none, the lrs apply as written). Flags given "
-        "with it are carried too; without it, as given."))
+        "rule in configs/lr_rule.py and prints what it used (none: the lrs apply as written). Lrs typed on the command "
+        "line are carried only when --lr_width is typed too; without it, as given."))
 
     def __post_init__(self):
         for f in fields(self):

@@ -36,6 +36,10 @@ BASE: dict = {
     **MUON_DEFAULTS,
 }
 
+#: the long-run presets state their lrs at width 512 (hybrid-small, mamba-small: where these usual values sit); every
+#: other size gets them carried by the measured width rule (configs/lr_rule.py), printed at start, in run_config.json
+_AT_512 = {"lr_width": 512}
+
 _MUON = {
     "optimizer": "muon",
     "weight_decay": 0.01,  # decay is scaled by lr, ~10x the AdamW lr: lr*wd stays near AdamW's 3e-5 per step
@@ -45,29 +49,34 @@ _MUON = {
 PRESETS: dict[str, dict] = {
     # -- AdamW --
     "fast": {
+        **_AT_512,
         "learning_rate": 5e-4,  # a little hotter to make up for the shorter run
         "max_steps": 50_000,  # half of default
     },
-    "default": {},  # BASE as it is: 3e-4 for 100K steps
+    "default": {**_AT_512},  # BASE as it is: 3e-4 for 100K steps
     "careful": {
+        **_AT_512,
         "learning_rate": 1e-4,  # slower and steadier, for when default spikes
         "max_steps": 200_000,  # twice as long to make up for the lower lr
     },
     # -- Muon (hidden matrices) + AdamW (the rest) --
     "muon_fast": {
         **_MUON,
+        **_AT_512,
         "learning_rate": 4e-3,  # Muon tolerates ~10x AdamW's lr (spectral-norm-bounded updates)
         "adamw_lr": 5e-4,  # the AdamW side follows the `fast` preset
         "max_steps": 30_000,  # Muon is used for shorter runs than AdamW's 50K
     },
     "muon_default": {
         **_MUON,
+        **_AT_512,
         "learning_rate": 3e-3,  # ~10x the AdamW default
         "adamw_lr": 3e-4,  # the AdamW side follows the `default` preset
         "max_steps": 60_000,  # vs AdamW's 100K
     },
     "muon_careful": {
         **_MUON,
+        **_AT_512,
         "learning_rate": 2e-3,  # lower for stability on the larger sizes
         "adamw_lr": 1e-4,  # the AdamW side follows the `careful` preset
         "max_steps": 120_000,  # vs AdamW's 200K
@@ -102,6 +111,7 @@ PRESETS: dict[str, dict] = {
         "gradient_accumulation_steps": 1,  # no accumulation: every step is an update
         "max_seq_length": 256,  # fits a bundled math problem and its solution
         "momentum_warmup_steps": 30,  # muon_demo's ramp: 15% of the run
+        "lr_width": 192,  # the demo lrs were tuned on the 192-wide *-tiny sizes
     },
     "muon_demo": {
         "base": "demo",

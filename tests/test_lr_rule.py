@@ -12,6 +12,15 @@ from mamba_trainer.args import parse_args
 from mamba_trainer.learning_rates import apply_lr_rule, describe_lrs
 
 SMOKE = ["--model_size", "hybrid-tiny", "--training_preset", "muon_smoke"]
+STUDY_RULE = Path(__file__).resolve().parents[1] / "bench" / "results" / "lr_transfer" / "rule.json"
+EXPONENTS = {arch: dict(sides) for arch, sides in lr_rule.WIDTH_EXPONENTS.items()}  # before any test patches them
+
+
+@pytest.fixture(autouse=True)
+def round_exponents(monkeypatch):
+    """The mechanics below are checked with round exponents (Muon 0, AdamW -1) for every architecture, whatever the
+    study measured: test_the_rule_is_the_studys_fit checks the measured ones against the study's results."""
+    monkeypatch.setattr(lr_rule, "WIDTH_EXPONENTS", {"default": {"muon": 0.0, "adamw": -1.0}})
 
 
 def test_carry_follows_the_exponents(monkeypatch):
@@ -24,11 +33,45 @@ def test_carry_follows_the_exponents(monkeypatch):
         lr_rule.exponent("zamba2", "sgd")
 
 
-def test_no_builtin_preset_carries_its_lrs_yet():
-    """The built-in presets apply their lrs as written until the study's rule is measured (then they state a width)."""
-    from configs.training_presets import PRESETS  # the built-in names (presets files may add others in this session)
+def test_the_measured_exponents_are_the_studys_fit():
+    """Every (architecture, side) lr_rule calls measured is the study's power-law fit over MEASURED_WIDTHS (its
+    rule.json, written by ``python bench/lr_transfer.py --report`` from the committed runs), to 0.01."""
+    fits = json.loads(STUDY_RULE.read_text())
+    assert lr_rule.MEASURED, "nothing measured"
+    for architecture, side in lr_rule.MEASURED:
+        fit = fits[f"{lr_rule.STUDY_FAMILIES[architecture]}/{side}"]["fit"]
+        assert sorted(fit["fit_widths"]) == sorted(lr_rule.MEASURED_WIDTHS)
+        assert EXPONENTS[architecture][side] == pytest.approx(fit["width_exponent"], abs=0.01), (architecture, side)
+    unmeasured = {(a, side) for a in lr_rule.STUDY_FAMILIES for side in lr_rule.SIDES} - lr_rule.MEASURED
+    assert all(EXPONENTS[a][side] == EXPONENTS["default"][side] for a, side in unmeasured)  # the hypothesis
 
-    assert all(TRAINING_CONFIGS[name]["lr_width"] is None for name in PRESETS) or lr_rule.MEASURED
+
+def test_the_presets_state_their_width_and_every_size_gets_them_by_the_rule(monkeypatch):
+    """The long-run presets state their lrs at width 512, the demo presets at 192 (the *-tiny sizes), the smoke
+    presets none; at every named size a run gets the preset's lrs carried by the measured exponents, both sides."""
+    from configs.model_configs import MODEL_CONFIGS
+    from configs.training_presets import PRESETS  # the built-in names (presets files may add others in this session)
+    from mamba_trainer.learning_rates import preset_lrs
+
+    monkeypatch.setattr(lr_rule, "WIDTH_EXPONENTS", EXPONENTS)
+    long_runs = ("fast", "default", "careful", "muon_fast", "muon_default", "muon_careful")
+    assert {name: TRAINING_CONFIGS[name]["lr_width"] for name in PRESETS} == {
+        **dict.fromkeys(long_runs, 512), "demo": 192, "muon_demo": 192, "smoke": None, "muon_smoke": None}
+    for size, entry in MODEL_CONFIGS.items():
+        if size.startswith("proxy-"):
+            continue
+        width, arch = entry["config"]["hidden_size"], entry["architecture"]
+        for name in (*long_runs, "demo", "muon_demo"):
+            preset, got = TRAINING_CONFIGS[name], preset_lrs(size, name)
+            ratio = width / preset["lr_width"]
+            main_side = "muon" if preset["optimizer"] == "muon" else "adamw"
+            assert got["learning_rate"] == pytest.approx(preset["learning_rate"] * ratio ** EXPONENTS[arch][main_side],
+                                                         rel=1e-3), (size, name)
+            if preset["optimizer"] == "muon":
+                assert got["adamw_lr"] == pytest.approx(preset["adamw_lr"] * ratio ** EXPONENTS[arch]["adamw"],
+                                                        rel=1e-3), (size, name)
+            assert got["lrs"]["measured"] == ((arch, main_side) in lr_rule.MEASURED
+                                              and (preset["optimizer"] != "muon" or (arch, "adamw") in lr_rule.MEASURED))
 
 
 @pytest.mark.parametrize("extra, lr, adamw_lr, reasons", [

@@ -1,0 +1,46 @@
+"""README's table of the lrs every named size gets from every preset, resolved as ``mamba-train`` resolves them.
+
+    python scripts/preset_table.py            # the markdown table in README.md's "Training presets"
+
+A Muon preset's cell is "Muon lr / AdamW-side lr"; an AdamW preset's is its lr. A preset with ``lr_width`` has its
+lrs carried to each size's width by ``configs/lr_rule.py``; the last column says whether that width lies inside the
+widths the rule was measured at (``lr_rule.MEASURED_WIDTHS``) or beyond them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PRESETS = ("fast", "default", "careful", "muon_fast", "muon_default", "muon_careful", "demo", "muon_demo")
+
+
+def cell(lrs: dict) -> str:
+    if lrs["adamw_lr"] is None:
+        return f"{lrs['learning_rate']:.2g}"
+    return f"{lrs['learning_rate']:.2g} / {lrs['adamw_lr']:.2g}"
+
+
+def table() -> str:
+    from configs import lr_rule
+    from configs.model_configs import MODEL_CONFIGS
+    from mamba_trainer.learning_rates import preset_lrs
+
+    low, high = min(lr_rule.MEASURED_WIDTHS or (0,)), max(lr_rule.MEASURED_WIDTHS or (0,))
+    lines = ["| size | width | " + " | ".join(f"`{p}`" for p in PRESETS) + " | width and the rule |",
+             "|---|---|" + "---|" * len(PRESETS) + "---|"]
+    for size, entry in MODEL_CONFIGS.items():
+        if size.startswith("proxy-"):
+            continue
+        width = entry["config"]["hidden_size"]
+        where = ("fitted" if width in lr_rule.MEASURED_WIDTHS else "between fitted widths" if low <= width <= high
+                 else "extrapolated")
+        cells = [cell(preset_lrs(size, p)) for p in PRESETS]
+        lines.append(f"| `{size}` | {width} | " + " | ".join(cells) + f" | {where} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())
