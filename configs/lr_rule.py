@@ -24,12 +24,12 @@ from __future__ import annotations
 
 #: side -> exponent of width, per architecture (``MODEL_CONFIGS[size]["architecture"]``); "default" for the rest
 WIDTH_EXPONENTS: dict[str, dict[str, float]] = {
-    "zamba2": {"muon": 0.0, "adamw": -1.25},  # hybrid proxies: AdamW 6.9e-3 at 192 -> 2.0e-3 at 512
+    "zamba2": {"muon": -0.64, "adamw": -1.25},  # hybrid proxies: Muon 1.3e-2 at 192 -> 7.0e-3 at 512, AdamW 6.9e-3 -> 2.0e-3
     "mamba2": {"muon": -0.40, "adamw": -1.56},  # Muon 8.2e-2 -> 5.5e-2, AdamW 6.7e-3 -> 1.4e-3
     "default": {"muon": 0.0, "adamw": -1.0},  # the hypothesis (muP for AdamW; Muon's spectral-norm update)
 }
 #: the (architecture, side) pairs whose exponent the study fitted; the rest are the hypothesis
-MEASURED: frozenset = frozenset({("zamba2", "adamw"), ("mamba2", "muon"), ("mamba2", "adamw")})
+MEASURED: frozenset = frozenset({("zamba2", "muon"), ("zamba2", "adamw"), ("mamba2", "muon"), ("mamba2", "adamw")})
 #: the proxy widths the fit used
 MEASURED_WIDTHS = (192, 512)
 #: the study's name for each measured architecture (its rule.json keys are "<family>/<optimizer>")
