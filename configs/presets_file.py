@@ -17,6 +17,8 @@ from .text import one_line as _one_line
 
 ARCHITECTURES = ("zamba2", "mamba2")
 _BUILTIN = {"training": frozenset(TRAINING_CONFIGS), "models": frozenset(MODEL_CONFIGS)}
+#: the named sizes this package ships (a presets file may add others to MODEL_CONFIGS for the process)
+BUILTIN_MODELS = _BUILTIN["models"]
 
 
 def _read_file(path: Path):

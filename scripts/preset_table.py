@@ -26,13 +26,14 @@ def cell(lrs: dict) -> str:
 def table() -> str:
     from configs import lr_rule
     from configs.model_configs import MODEL_CONFIGS
+    from configs.presets_file import BUILTIN_MODELS
     from mamba_trainer.learning_rates import preset_lrs
 
     low, high = min(lr_rule.MEASURED_WIDTHS or (0,)), max(lr_rule.MEASURED_WIDTHS or (0,))
     lines = ["| size | width | " + " | ".join(f"`{p}`" for p in PRESETS) + " | width and the rule |",
              "|---|---|" + "---|" * len(PRESETS) + "---|"]
     for size, entry in MODEL_CONFIGS.items():
-        if size.startswith("proxy-"):
+        if size not in BUILTIN_MODELS:  # a presets file's own sizes (the lr study's proxies, a test's)
             continue
         width = entry["config"]["hidden_size"]
         where = ("fitted" if width in lr_rule.MEASURED_WIDTHS else "between fitted widths" if low <= width <= high
