@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import sys
@@ -25,10 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def final_eval_loss(run_dir: Path) -> float | None:
+    """The run's final eval loss as every bench reads it (`mamba_trainer.runs.summarize_run`); None unless it
+    completed."""
     from mamba_trainer.rundir import read_metrics
+    from mamba_trainer.runs import summarize_run
 
-    losses = [r["eval_loss"] for r in read_metrics(run_dir) if "eval_loss" in r]
-    return losses[-1] if losses else None
+    final = summarize_run(read_metrics(run_dir))["final"]
+    return None if math.isinf(final) else final
 
 
 def main(argv=None) -> int:

@@ -14,11 +14,13 @@ valid here with no second edit, and ``configs`` needs no torch to import the rul
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import importlib
 import math
 
 
-class Rule:
+class Rule(ABC):
     """``flag``: the mamba-train flag when it has another name than the key; ``help``: the flag's help text (None
     keeps ``TrainingArguments``' own)."""
 
@@ -32,8 +34,9 @@ class Rule:
         """``must be <what>, got <value>``; ``text``: the value as the user typed it, shown instead of its repr."""
         return f"must be {self.describe()}, got {repr(value) if text is None else text}"
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """What a valid value is, e.g. ``a number in [0, 1)``."""
 
 
 #: Bounds for ``Num``: > 0, >= 0, and [0, 1)
