@@ -16,7 +16,7 @@ Stages, in priority order (two runs at a time, one torch thread each; a stage's 
 2. width 1,024: three points of a 2x grid centred on the lr the 192/512 fit predicts (the rule under test).
 3. a second seed at 1,024 at the predicted lrs: Muon's steps to AdamW's final loss (the issue's 0.65 target).
 4. horizon and batch at width 192: 1,200 steps (3 points), batch 16 (3 points); it needs only width 192's best,
-   so it runs beside stage 1's width 512 (whose runs take the free slots first).
+   so it runs beside stages 1-3 and 5-6, whose runs take the free slots first (only stage 7 waits for it).
 5. ``match_rms_adamw`` at 192 and 512 (3 points each).
 6. held-out width 640 at the predicted lr and one grid step either side.
 7. horizon 2,400 steps at 192, one seed, 2 points around the 1,200-step best.
@@ -227,16 +227,23 @@ class Study:
                 best["muon"][width] = fine_m
             return grid_a, grid_m
 
-        # stage 4 needs only width 192's best: it runs beside the wider fit width (which keeps the slots first)
+        # stage 4 needs only width 192's best: it runs beside everything after it (stages 1-3 and 5-6 keep the
+        # slots first, by priority); only stage 7 waits for it
         fitted = {FIT_WIDTHS[0]: tune_width(FIT_WIDTHS[0], 1, START_GRID.get)}
-        with ThreadPoolExecutor(2) as pool:
-            wide = pool.submit(lambda: {w: tune_width(w, 1, START_GRID.get) for w in FIT_WIDTHS[1:]})
-            if fitted[FIT_WIDTHS[0]] is not None:
-                pool.submit(self.horizon_and_batch, family, fitted[FIT_WIDTHS[0]]).result()
-            fitted.update(wide.result())
-        if self.dry or any(v is None for v in fitted.values()):
-            print(f"{family}: stage 1 not finished; later stages wait for it")
-            return
+        with ThreadPoolExecutor(1) as pool:
+            horizon = pool.submit(self.horizon_and_batch, family, fitted[FIT_WIDTHS[0]]) \
+                if fitted[FIT_WIDTHS[0]] is not None else None
+            fitted.update({w: tune_width(w, 1, START_GRID.get) for w in FIT_WIDTHS[1:]})
+            if any(v is None for v in fitted.values()):
+                print(f"{family}: stage 1 not finished; later stages wait for it")
+                return
+            self.after_fit(family, base, best, fitted, tune_width)
+            if horizon is not None:
+                horizon.result()
+        self.longest_horizon(family)
+
+    def after_fit(self, family, base, best, fitted, tune_width) -> None:
+        """Stages 2, 3, 5 and 6: everything that needs the 192/512 fit."""
         rule = {kind: fit_power(best[kind]) for kind in ("adamw", "muon")}
 
         def predicted(kind, width):
@@ -268,7 +275,8 @@ class Study:
         self.tune(6, size, "muon", [predicted("muon", 640) + s for s in (-1, 0, 1)], base,
                   adamw_lr=grid_lr("adamw", predicted("adamw", 640)))
 
-        # stage 7: horizon 2,400 at 192, one seed, the 1,200-step best and half of it
+    def longest_horizon(self, family: str) -> None:
+        """Stage 7: horizon 2,400 at 192, one seed, the 1,200-step best and half of it."""
         cfg12 = self.cfg(1200, 4)
         side = None
         for kind in ("adamw", "muon"):
