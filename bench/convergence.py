@@ -141,7 +141,11 @@ def train_flags(size: str, kind: str, lr: float, seed: int, cfg, run_dir: Path, 
              "--per_device_train_batch_size", str(cfg.batch), "--gradient_accumulation_steps", "1",
              "--max_seq_length", str(cfg.seq_len), "--max_eval_examples", str(cfg.eval_examples),
              "--eval_strategy", "steps", "--eval_steps", str(cfg.eval_every), "--eval_on_start", "true",
-             "--logging_steps", str(cfg.eval_every), "--disable_tqdm", "true"]
+             "--logging_steps", str(cfg.eval_every), "--disable_tqdm", "true",
+             # every run these benches recorded trained on stream rows and evaluated on the same kind: named here,
+             # so today's defaults (bfd, leak-free eval) do not make their results another run (bench/packing.py
+             # sets its own)
+             "--packing", getattr(cfg, "packing", "stream"), "--eval_packing", getattr(cfg, "eval_packing", "same")]
     if getattr(cfg, "resumable", False):  # checkpoints, so a run cut short continues where it was (timing aside)
         flags += ["--save_strategy", "steps", "--save_steps", str(cfg.eval_every * 2), "--save_total_limit", "1"]
     else:

@@ -12,8 +12,10 @@ mode), resumable. After a run, its final model is scored the way generation sees
 * leak-free eval loss: mean token loss over the held-out examples, each run alone (padded, no packing), whatever
   the mode the run trained and evaluated with;
 * answer accuracy: ``mamba-eval`` on held-out bundled problems (``--eval_problems``, the test split);
-* content tokens/s: the run's median logged tokens/s x (1 - its padding fraction) (padding the Trainer counts
-  as input is excluded); padding fraction: padding tokens / tokens in the training rows.
+* content tokens/s: the run's median logged tokens/s (mamba-train counts non-padding tokens and leaves evaluation
+  time out); the runs share the machine with whatever else ran, so this column is a rough guide: the side-by-side
+  speed comparison is ``bench/throughput.py --compare packing``; padding fraction: padding tokens / tokens in the
+  training rows.
 Results: ``<out>/results.json`` and ``summary.md``; run folders keep metrics and run files (weights pruned after
 scoring), as ``bench/results/convergence_400`` does.
 """
@@ -49,8 +51,8 @@ def leak_free_eval_loss(final_dir: Path, seed: int, eval_examples: int, seq_len:
     from mamba_trainer.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(str(final_dir))
-    _, held_out, _ = build_datasets(tokenizer, packing="none", max_seq_length=seq_len, seed=seed,
-                                    max_eval_examples=eval_examples, max_train_examples=1)  # the same held-out split
+    _, held_out, _ = build_datasets(tokenizer, packing="none", eval_packing="none", max_seq_length=seq_len,
+                                    seed=seed, max_eval_examples=eval_examples, max_train_examples=1)  # the same split
     model = load_pretrained(str(final_dir)).eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -89,8 +91,7 @@ def score(run_dir: Path, cfg, seed: int) -> dict:
               "accuracy": answer_accuracy(run_dir / "final", cfg.eval_problems) if cfg.eval_problems else None,
               "tokens_per_second": statistics.median(rates[1:] or rates) if rates else None,
               "padding_fraction": padding}
-    scores["content_tokens_per_second"] = (scores["tokens_per_second"] * (1 - padding)
-                                           if scores["tokens_per_second"] else None)
+    scores["content_tokens_per_second"] = scores["tokens_per_second"]  # logged as non-padding tokens
     path.write_text(json.dumps(scores, indent=1) + "\n")
     convergence.prune(run_dir)
     (run_dir / SCORES).write_text(json.dumps(scores, indent=1) + "\n")  # prune keeps only its own list
@@ -102,7 +103,9 @@ def run_all(cfg) -> list[dict]:
     for size in cfg.sizes.split(","):
         for seed in range(cfg.seeds):
             for mode in cfg.modes.split(","):
-                run_cfg = SimpleNamespace(**{**vars(cfg), "variant": mode, "extra": f"--packing {mode} {cfg.extra}",
+                # eval "same": the eval loss as trained is the mode's own (leaky under stream and bfd_leaky); the
+                # leak-free loss is scored after the run, the same way for every mode
+                run_cfg = SimpleNamespace(**{**vars(cfg), "variant": mode, "packing": mode, "eval_packing": "same",
                                              "keep_weights": True, "resumable": True, "out": cfg.out})
                 r = convergence.train_run(size, "muon", cfg.lr, seed, run_cfg, cfg.adamw_lr)
                 rows.append({"size": size, "mode": mode, "seed": seed, "final_eval_loss": r["final"],
@@ -128,7 +131,7 @@ def summarize(rows: list[dict]) -> str:
             if mine:
                 lines.append(f"| {size} | {mode} | {ms([r['leak_free_eval_loss'] for r in mine], 4)} | "
                              f"{ms([r['accuracy'] for r in mine], 3)} | "
-                             f"{ms([r['content_tokens_per_second'] for r in mine], 0)} | "
+                             f"{ms([r['tokens_per_second'] for r in mine], 0)} | "
                              f"{ms([r['padding_fraction'] for r in mine], 4)} | "
                              f"{ms([r['final_eval_loss'] for r in mine], 4)} ({len(mine)} seeds) |")
     return "\n".join(lines)

@@ -70,11 +70,18 @@ class DataArguments:
     )
     max_seq_length: int = preset_field("max_seq_length")
     packing: str = field(
-        default="stream",
-        metadata={"help": "How examples become sequences: bfd (whole examples packed best-fit; position_ids keep them "
-                  "apart in the model), bfd_leaky (the same rows, no boundaries), stream (concatenate and cut: "
-                  "examples split across rows), none (one padded example per row); true = stream, false = none. "
-                  "A continued run keeps the mode it started with."},
+        default="bfd",
+        metadata={"help": "How examples become training rows: bfd (whole examples packed best-fit; position_ids keep "
+                  "them apart in the model: the default), bfd_leaky (the same rows, no boundaries), stream "
+                  "(concatenate and cut: examples split across rows; the default before bfd), none (one padded "
+                  "example per row); true = stream, false = none. A continued run keeps the mode it started with."},
+    )
+    eval_packing: str = field(
+        default="bfd",
+        metadata={"help": "How the held-out rows are built: bfd (whole examples, each alone in the model: the loss "
+                  "generation sees; the default), none (one padded example per row: the same losses), same (as "
+                  "--packing: leaky under stream and bfd_leaky; how runs evaluated before this setting). A continued "
+                  "run keeps the one it started with."},
     )
     train_on_prompt: bool = field(
         default=False, metadata={"help": "Also put loss on the prompt (default: response only)."}
@@ -304,9 +311,10 @@ def parse_args(argv: list[str] | None = None) -> ParsedArgs:
     except ValueError as exc:  # TrainingArguments.__post_init__ validation
         raise UserError(first_line(exc)) from None
     model, data, run, muon, training = outputs
-    from .data import packing_mode  # noqa: PLC0415  (data imports datasets: only once parsing succeeded)
+    from .data import eval_packing_mode, packing_mode  # noqa: PLC0415  (data imports datasets: only once parsed)
 
     data.packing = packing_mode(data.packing)
+    eval_packing_mode(data.eval_packing, data.packing)  # a bad value: one line now, not after the model is built
     explicit = explicit_dests(parser, argv)
     if "include_num_input_tokens_seen" not in explicit:
         # Counts real tokens for tokens/s (argparse reads this str|bool field as a bool, so it is set here).

@@ -1,7 +1,7 @@
 """Training data: load a source, pick its columns, tokenize with response-only loss, pack (`mamba_trainer.packing`).
 
     tok = load_tokenizer("bundled")
-    train, eval_, info = build_datasets(tok)                                  # bundled-math, packed 256-token blocks
+    train, eval_, info = build_datasets(tok)                                  # bundled-math, 256-token rows (bfd)
     build_datasets(tok, dataset="openai/gsm8k")                               # config "main" implied
     build_datasets(tok, data_dir="data/mathinstruct.json", text_column="instruction,output")
 
@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 from configs.text import one_line
 from mamba_trainer.errors import UserError
 from mamba_trainer.mathgen import load_bundled_math
-from mamba_trainer.packing import (FEATURES, IGNORE_INDEX, PACKING_MODES, flat as _flat, pack,  # noqa: F401
-                                   pack_best_fit, packing_mode, pad_batch)
+from mamba_trainer.packing import (DEFAULT_EVAL_PACKING, DEFAULT_PACKING, FEATURES, IGNORE_INDEX,  # noqa: F401
+                                   PACKING_MODES, eval_packing_mode, flat as _flat, pack, pack_best_fit,
+                                   packing_mode, pad_batch)
 from mamba_trainer.paths import FILE_BUILDERS, local_path
 
 PROMPT_TEMPLATE = "Question: {prompt}\nAnswer: "
@@ -265,11 +266,14 @@ def _split_eval(raw, eval_fraction: float, max_eval_examples: int, seed: int):
 
 def build_datasets(tokenizer, *, dataset: str | None = None, dataset_config: str | None = None,
                    dataset_split: str = "train", data_dir: str | Path | None = None, text_column: str | None = None,
-                   max_seq_length: int = 256, packing: str | bool = "stream", train_on_prompt: bool = False,
+                   max_seq_length: int = 256, packing: str | bool = DEFAULT_PACKING, train_on_prompt: bool = False,
                    eval_fraction: float = 0.02, max_eval_examples: int = 500, seed: int = 42,
-                   max_train_examples: int | None = None) -> tuple[datasets.Dataset, datasets.Dataset | None, dict]:
+                   max_train_examples: int | None = None,
+                   eval_packing: str = DEFAULT_EVAL_PACKING) -> tuple[datasets.Dataset, datasets.Dataset | None, dict]:
     """(train, eval, info): ``input_ids`` and ``labels``, int64, plus ``attention_mask`` when not packed and
-    ``position_ids`` under ``packing="bfd"`` (see ``PACKING_MODES``; both splits are built the same way).
+    ``position_ids`` when packed with boundaries (see ``PACKING_MODES``). The training rows follow ``packing``,
+    the held-out rows ``eval_packing`` (``EVAL_PACKING_MODES``: by default whole examples kept apart, so the eval
+    loss is the loss of each problem alone, as generation sees it, whatever the training rows).
 
     The eval split is the source's own (validation/test of a DatasetDict or of side-by-side files) or
     else ``eval_fraction`` of the examples (at least min(10, n/10), at most ``max_eval_examples``) held
@@ -293,16 +297,22 @@ def build_datasets(tokenizer, *, dataset: str | None = None, dataset_config: str
         train_raw = train_raw.select(range(min(len(train_raw), max_train_examples)))
 
     settings = dict(max_seq_length=max_seq_length, packing=packing_mode(packing), train_on_prompt=train_on_prompt)
+    eval_mode = eval_packing_mode(eval_packing, packing)
     train, train_extra = _tokenize(train_raw, tokenizer, columns, **settings)
-    eval_, eval_extra = _tokenize(eval_raw, tokenizer, columns, **settings)
+    eval_, eval_extra = _tokenize(eval_raw, tokenizer, columns, **{**settings, "packing": eval_mode})
     if len(train) == 0:
-        raise UserError("no training sequence has a token to learn from; raise --max_seq_length or check the columns")
+        cut = train_extra.get("dropped_examples", 0)
+        why = (f": all {cut} examples were cut to {max_seq_length} tokens before their response began"
+               if cut and cut == len(train_raw) else "")
+        raise UserError(f"no training sequence has a token to learn from{why}; raise --max_seq_length or check the "
+                        "columns")
     info = {
         "source": source,
         "columns": {"prompt": columns[0], "response": columns[1]} if columns[1] else {"text": columns[0]},
         "prompt_template": PROMPT_TEMPLATE if columns[1] else None,
         "eos_token": tokenizer.eos_token, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
-        "seed": seed, "eval_fraction": eval_fraction, **settings,
+        "seed": seed, "eval_fraction": eval_fraction, **settings, "eval_packing": eval_packing,
+        "eval_rows": eval_mode,
         "counts": {"train_examples": len(train_raw), "eval_examples": 0 if eval_raw is None else len(eval_raw),
                    "train_sequences": len(train), "eval_sequences": 0 if eval_ is None else len(eval_)},
         "tokens": {"train": {**_stats(train, train_extra.get("padding_tokens", 0)), **train_extra},

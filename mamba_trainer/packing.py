@@ -23,6 +23,14 @@ FEATURES = datasets.Features({c: datasets.List(datasets.Value("int64")) for c in
 #: none: one example per row, right-padded (``attention_mask``).
 PACKING_MODES = ("bfd", "bfd_leaky", "stream", "none")
 _PACKING_ALIASES = {True: "stream", False: "none", "true": "stream", "false": "none"}
+#: the training rows of a new run (``bench/packing.py`` chose it: docs/benchmarks.md#packing-modes)
+DEFAULT_PACKING = "bfd"
+#: How the held-out split is built (``--eval_packing``): bfd (whole examples, each alone in the model: the loss
+#: of the task generation scores) or none (one padded example per row; the same losses, more padding), or same
+#: (as ``--packing``: leaky under stream and bfd_leaky; how every run evaluated before this setting existed, so a
+#: run_config.json without it reads as "same").
+EVAL_PACKING_MODES = ("bfd", "none", "same")
+DEFAULT_EVAL_PACKING = "bfd"
 
 
 def packing_mode(value) -> str:
@@ -36,6 +44,18 @@ def packing_mode(value) -> str:
     if mode not in PACKING_MODES:
         raise UserError(f"--packing {value!r}: must be one of {', '.join(PACKING_MODES)} (true = stream, false = none)")
     return mode
+
+
+def eval_packing_mode(value, packing) -> str:
+    """The packing mode of the held-out split for ``--eval_packing value`` beside ``--packing packing``.
+
+    >>> eval_packing_mode("bfd", "stream"), eval_packing_mode("same", "stream"), eval_packing_mode("same", False)
+    ('bfd', 'stream', 'none')
+    """
+    if value not in EVAL_PACKING_MODES:
+        raise UserError(f"--eval_packing {value!r}: must be one of {', '.join(EVAL_PACKING_MODES)} (bfd and none "
+                        "keep each held-out example alone; same packs it as --packing does)")
+    return packing_mode(packing) if value == "same" else value
 
 
 def pad_batch(batch: dict, max_seq_length: int, pad_token_id: int) -> dict:

@@ -68,6 +68,8 @@ def resolve_run(parsed) -> Resolved:
     output_dir = Path(t.output_dir) if "output_dir" in explicit else None
     plan = resolve_resume(r.resume, output_dir, CHECKPOINT_ROOT) if r.resume else None
     restart = plan is not None and plan.mode == "restart"
+    if plan is not None and plan.mode in ("continue", "restart") and plan.parent_config is not None:
+        keep_recorded_rows(parsed, plan.parent_config)
     if restart:
         check_restart(parsed, plan)
     parent = plan.parent_config if plan and not restart else None
@@ -111,18 +113,29 @@ def resolve_run(parsed) -> Resolved:
         elif rank == 0 and (is_run_dir(output_dir) or any(output_dir.glob("checkpoint-*"))):
             raise UserError(f"{output_dir} already holds a run; continue it with --resume latest --output_dir "
                             f"{output_dir}, or choose another --output_dir")
-    from .data import packing_mode
-
-    if plan is not None and plan.mode == "continue" and "packing" not in explicit:
-        recorded = packing_mode((parent.get("data") or {}).get("packing", parsed.data.packing))
-        if recorded != parsed.data.packing:  # the batches must be the ones the checkpoint was trained on
-            print(f"data: packing {recorded}, as this run started (--packing {parsed.data.packing} is the default "
-                  "now; a continued run keeps its own)", flush=True)
-            parsed.data.packing = recorded
     if parsed.data.data_dir and not Path(parsed.data.data_dir).exists():
         raise UserError(f"--data_dir {parsed.data.data_dir}: no such folder or file; run prepare_cot_dataset.py "
                         "first or fix the path")
     return Resolved(model_size, optimizer_type, output_dir, plan)
+
+
+def keep_recorded_rows(parsed, parent_config: dict) -> None:
+    """A continued or restarted run keeps the rows it started with, whatever today's defaults: the training rows its
+    checkpoint was trained on (resume stays exact) and the held-out rows its eval curve was measured on. A flag given
+    now wins; a default that changed since is overridden, with one line, and the flag joins the run's argv (so the
+    restart check and run_config.json see the run as it is)."""
+    from .data import packing_mode
+
+    data = parent_config.get("data") or {}
+    recorded = {"packing": packing_mode(data["packing"]) if "packing" in data else None,
+                "eval_packing": data.get("eval_packing")}
+    for key, value in recorded.items():
+        if value is None or key in parsed.explicit or value == getattr(parsed.data, key):
+            continue
+        print(f"data: --{key} {value}, as this run started (--{key} {getattr(parsed.data, key)} is the default "
+              "now; a resumed run keeps its own)", flush=True)
+        setattr(parsed.data, key, value)
+        parsed.argv = [*parsed.argv, f"--{key}", value]
 
 
 def check_restart(parsed, plan) -> None:

@@ -56,7 +56,7 @@ def build_data(parsed, tokenizer):
         tokenizer, dataset=d.dataset, dataset_config=d.dataset_config, dataset_split=d.dataset_split,
         data_dir=d.data_dir, text_column=d.text_column, max_seq_length=d.max_seq_length, packing=d.packing,
         train_on_prompt=d.train_on_prompt, eval_fraction=d.eval_fraction, max_eval_examples=d.max_eval_examples,
-        seed=t.seed, max_train_examples=d.max_train_examples)
+        seed=t.seed, max_train_examples=d.max_train_examples, eval_packing=d.eval_packing)
 
 
 def build_run_model(parsed, resolved: Resolved, tokenizer, start_from: str | None):

@@ -205,6 +205,10 @@ class _StepStats(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer._throughput_mark = (time.perf_counter(), int(state.num_input_tokens_seen))
 
+    def on_evaluate(self, args, state, control, **kwargs):
+        # tokens/s is training throughput: the next interval starts after the evaluation, not before it
+        self.trainer._throughput_mark = (time.perf_counter(), int(state.num_input_tokens_seen))
+
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         settings = {}
         for group in optimizer.param_groups if optimizer is not None else []:

@@ -171,7 +171,7 @@ def test_sweep_killed_mid_variant_reruns_only_that_variant(tmp_path):
     import time
 
     root = Path(__file__).resolve().parent.parent
-    argv = [sys.executable, "-m", "mamba_trainer.ablate", *BASE, "--max_seq_length", "16", "--max_train_examples",
+    argv = [sys.executable, "-m", "mamba_trainer.ablate", *BASE, "--max_seq_length", "64", "--max_train_examples",
             "40", "--max_eval_examples", "2", "--name", "k", "--no_base", "--adamw_lr", "1/2000,1/500", "--output", str(tmp_path / "s")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     sweep = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

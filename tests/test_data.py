@@ -152,6 +152,39 @@ def test_packing_modes_and_their_old_yes_no_names():
         packing_mode("best")
 
 
+def test_held_out_rows_keep_each_example_alone_whatever_the_training_rows(tok):
+    """--eval_packing: by default the held-out split is whole examples with position_ids (each alone in the model)
+    even when training rows are stream-packed; "none" pads them one per row (the same examples and labels); "same"
+    packs them as the training rows (the old, leaky eval). info records the setting and the rows it gave."""
+    common = dict(max_train_examples=200, max_eval_examples=40, max_seq_length=256, seed=3)
+    train, eval_, info = build_datasets(tok, packing="stream", **common)
+    assert "position_ids" not in train.column_names and "position_ids" in eval_.column_names
+    assert (info["packing"], info["eval_packing"], info["eval_rows"]) == ("stream", "bfd", "bfd")
+    _, alone, _ = build_datasets(tok, packing="stream", eval_packing="none", **common)
+    assert "attention_mask" in alone.column_names and len(alone) == info["counts"]["eval_examples"]
+    examples = sorted(tuple(x for x, m in zip(ex["input_ids"], ex["attention_mask"]) if m) for ex in alone)
+    assert sorted(tuple(i) for i, _ in _examples(eval_, True) if i[0] != tok.pad_token_id) == examples
+    label_count = sum(x != IGNORE_INDEX for ex in alone for x in ex["labels"])
+    assert sum(x != IGNORE_INDEX for ex in eval_ for x in ex["labels"]) == label_count  # every scored token kept
+    _, leaky, info = build_datasets(tok, packing="stream", eval_packing="same", **common)
+    assert leaky.column_names == ["input_ids", "labels"] and info["eval_rows"] == "stream"
+    with pytest.raises(UserError, match="--eval_packing 'leaky': must be one of bfd, none, same"):
+        build_datasets(tok, eval_packing="leaky", **common)
+
+
+def test_rows_too_short_for_any_response_say_why(tok):
+    with pytest.raises(UserError, match="all 30 examples were cut to 8 tokens before their response began; raise "
+                                        "--max_seq_length"):
+        build_datasets(tok, max_seq_length=8, max_train_examples=30, eval_fraction=0)
+
+
+def test_the_cli_defaults_are_the_library_defaults():
+    from mamba_trainer.args import DataArguments
+    from mamba_trainer.packing import DEFAULT_EVAL_PACKING, DEFAULT_PACKING
+
+    assert (DataArguments.packing, DataArguments.eval_packing) == (DEFAULT_PACKING, DEFAULT_EVAL_PACKING)
+
+
 def test_same_seed_same_data_other_seed_other_order(tok):
     kwargs = dict(max_train_examples=300, max_eval_examples=50, max_seq_length=128)
     a_train, a_eval, a_info = build_datasets(tok, seed=1, **kwargs)

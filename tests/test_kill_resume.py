@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration  # every test reads or makes subprocess tra
 
 REPO = Path(__file__).resolve().parent.parent
 FLAGS = ["--model_size", "hybrid-tiny", "--training_preset", "muon_smoke", "--max_steps", "4", "--save_steps", "2",
-         "--eval_steps", "2", "--logging_steps", "1", "--max_seq_length", "16", "--per_device_train_batch_size", "1",
+         "--eval_steps", "2", "--logging_steps", "1", "--max_seq_length", "64", "--per_device_train_batch_size", "1",
          "--max_train_examples", "40", "--max_eval_examples", "2", "--seed", "7", "--disable_tqdm", "true"]
 
 
@@ -165,19 +165,26 @@ def test_restart_loop_ends_with_the_uninterrupted_weights(reference, tmp_path, k
     assert steps == [1, 2, 3, 4]  # the killed start's lines are gone
 
 
-def test_best_fit_packed_run_resumes_exactly_with_the_packing_it_started_with(tmp_path):
-    """--packing bfd through MuonTrainer: rows of whole examples with position_ids reach the boundary-aware model;
-    a run killed mid-way and continued without naming --packing keeps its own mode (one line says so) and ends
-    with the weights of the uninterrupted run."""
-    packed = ["--packing", "bfd", "--max_seq_length", "256"]
-    reference = train(tmp_path / "reference", *packed)
+def test_a_run_started_with_the_old_packing_resumes_with_it_exactly(tmp_path):
+    """A run started before bfd and leak-free eval were the defaults (stream rows, eval packed the same way, a
+    version-2 run_config.json that does not record eval_packing), killed mid-way and continued by today's code
+    without naming either: it keeps its own rows (one line each says so) and ends with the weights of the
+    uninterrupted run."""
+    old = ["--packing", "stream", "--eval_packing", "same", "--max_seq_length", "256"]
+    reference = train(tmp_path / "reference", *old)
     assert reference.returncode == 0, reference.stderr[-2000:]
-    config = json.loads((tmp_path / "reference" / "run_config.json").read_text())
-    assert config["data"]["packing"] == "bfd" and config["data"]["tokens"]["train"]["padding_tokens"] > 0
     run_dir = tmp_path / "run"
-    killed = train(run_dir, *packed, kill_at="step:3")
+    killed = train(run_dir, *old, kill_at="step:3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    resumed = train(run_dir, "--max_seq_length", "256", "--resume", "latest")  # no --packing: the default differs
+    config = json.loads((run_dir / "run_config.json").read_text())  # as the code before eval_packing wrote it
+    assert config["data"]["packing"] == "stream" and config["data"]["eval_packing"] == "same"
+    del config["data"]["eval_packing"]
+    config.update(schema_version=2, argv=[a for a in config["argv"] if a not in old[:4]])
+    (run_dir / "run_config.json").write_text(json.dumps(config))
+    resumed = train(run_dir, "--max_seq_length", "256", "--resume", "latest")  # today's defaults: bfd, bfd
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "data: packing bfd, as this run started" in resumed.stdout
+    assert "data: --packing stream, as this run started (--packing bfd is the default now" in resumed.stdout
+    assert "data: --eval_packing same, as this run started" in resumed.stdout
     assert_same_weights(tmp_path / "reference", run_dir)
+    final = json.loads((run_dir / "run_config.json").read_text())
+    assert final["data"]["packing"] == "stream" and final["data"]["eval_packing"] == "same"

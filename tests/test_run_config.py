@@ -27,6 +27,18 @@ def test_a_file_without_a_version_is_version_1_and_reads_unchanged(tmp_path):
     assert again.version == SCHEMA_VERSION and again.raw == old
 
 
+def test_a_version_2_file_reads_with_the_eval_packing_its_run_used(tmp_path):
+    # before --eval_packing, the held-out rows were packed as the training rows: "same"; a new file keeps its own
+    old = {"schema_version": 2, "data": {"packing": "stream", "max_seq_length": 256}, "optimizer_type": "muon"}
+    (tmp_path / "run_config.json").write_text(json.dumps(old))
+    cfg = RunConfig.read(tmp_path)
+    assert cfg.version == 2 and cfg.data == {"packing": "stream", "max_seq_length": 256, "eval_packing": "same"}
+    write_run_config(tmp_path, {"data": {"packing": "bfd", "eval_packing": "bfd"}})
+    assert RunConfig.read(tmp_path).data["eval_packing"] == "bfd"
+    (tmp_path / "run_config.json").write_text(json.dumps({"schema_version": 2, "argv": []}))
+    assert "data" not in RunConfig.read(tmp_path).raw  # no section is made up
+
+
 def test_missing_torn_and_foreign_files(tmp_path):
     assert RunConfig.load(tmp_path) is None and RunConfig.load(None) is None
     with pytest.raises(OSError):
@@ -54,8 +66,9 @@ def test_real_folders_written_before_the_version_read(pattern):
         cfg = RunConfig.load(path.parent)
         if cfg is None:  # a run being written right now by the background study
             continue
-        assert cfg.version in (1, SCHEMA_VERSION) and cfg.model_size and cfg.optimizer_type in ("muon", "adamw")
+        assert 1 <= cfg.version <= SCHEMA_VERSION and cfg.model_size and cfg.optimizer_type in ("muon", "adamw")
         assert cfg.training_arguments.get("max_steps")
+        assert cfg.data["eval_packing"] in ("same", "bfd", "none")  # upgraded: every reader sees the field
 
 
 def test_one_curve_reader_gives_each_clock(tmp_path):

@@ -185,8 +185,10 @@ def test_mamba2_run_started_whole_resumes_whole_under_the_auto_default(workdir):
         (["--bogus_flag", "1"], "--bogus_flag"),
         (["--text_column", "question,nonexistent", "--data_dir", str(FIXTURES / "data" / "gsm8k_sample.jsonl")],
          "question"),
+        (["--packing", "best"], "bfd, bfd_leaky, stream, none"),
+        (["--eval_packing", "leaky"], "bfd, none, same"),
     ],
-    ids=["size", "preset", "optimizer", "data_dir", "resume", "flag", "column"],
+    ids=["size", "preset", "optimizer", "data_dir", "resume", "flag", "column", "packing", "eval_packing"],
 )
 def test_bad_input_is_one_line_and_nonzero(argv, expected, workdir, capsys):
     try:

@@ -6,9 +6,11 @@
     cfg.model_size, cfg.optimizer_type, cfg.training_arguments, cfg.muon, cfg.data, cfg.prompt_template, ...
 
 Versions: ``schema_version`` 2 is the first that names itself; a file without the field (every run folder written
-before it, e.g. ``bench/results/*``) is version 1, which holds the same sections, so it reads unchanged. A later
-version needs an upgrade step in ``_UPGRADES`` (from the version before it); a file newer than this code knows is
-read as it is (sections are only ever added), and ``RunConfig.newer`` says so.
+before it, e.g. ``bench/results/*``) is version 1, which holds the same sections, so it reads unchanged. Version 3
+records ``data.eval_packing`` (how the held-out rows were built); a version 1-2 file's data section reads with
+``eval_packing: "same"``, which is how those runs evaluated. A later version needs an upgrade step in
+``_UPGRADES`` (from the version before it); a file newer than this code knows is read as it is (sections are only
+ever added), and ``RunConfig.newer`` says so.
 Sections (all optional to a reader: older or hand-made files lack some): ``model`` {model_size, model_name_or_path,
 tokenizer, num_parameters, architecture}, ``optimizer_type``, ``training_preset``, ``preset``, ``argv``, ``flags``,
 ``muon``, ``data``, ``prompt_template``, ``parent_run``, ``parent_model``, ``training_arguments``,
@@ -26,9 +28,19 @@ from .layout import RUN_CONFIG
 __all__ = ["RUN_CONFIG", "SCHEMA_VERSION", "VERSION_KEY", "RunConfig", "read_run_config", "write_run_config"]
 
 VERSION_KEY = "schema_version"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+
+
+def _eval_packing_recorded(raw: dict) -> dict:
+    """2 -> 3: a run from before ``--eval_packing`` built its held-out rows as its training rows ("same")."""
+    data = raw.get("data")
+    if isinstance(data, dict) and "eval_packing" not in data:
+        return {**raw, "data": {**data, "eval_packing": "same"}}
+    return raw
+
+
 #: version -> the step that turns a file of that version into one of the next (1 -> 2: the field itself only)
-_UPGRADES = {1: lambda raw: raw}
+_UPGRADES = {1: lambda raw: raw, 2: _eval_packing_recorded}
 #: the sections mamba-train needs to continue a run (``resume``) ...
 RESUME_SECTIONS = ("model", "optimizer_type")
 #: ... and to tell whether a finished folder holds the same run as a command (``run_settings``)
