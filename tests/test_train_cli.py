@@ -258,3 +258,21 @@ def test_help_shows_the_values_the_preset_will_use(preset, capsys):
     for flag in ("max_seq_length", "momentum_warmup_steps", "learning_rate"):
         shown = text.split(f"--{flag} ")[-1].split("(default: ")[1].split(")")[0]
         assert float(shown) == float(values[flag]), (flag, shown)
+
+
+def test_tokens_per_second_leaves_evaluation_time_out():
+    """The logged tokens/s is training throughput: an evaluation between two logs starts the next interval after
+    it, so a run that evaluates often does not look slower (and packing modes compare on training alone)."""
+    import time
+    from types import SimpleNamespace
+
+    from mamba_trainer.trainer import _StepStats
+
+    trainer = SimpleNamespace(_throughput_mark=None)
+    stats, state = _StepStats(trainer), SimpleNamespace(num_input_tokens_seen=0)
+    stats.on_train_begin(None, state, None)
+    state.num_input_tokens_seen = 512
+    time.sleep(0.02)  # an evaluation's time
+    after_eval = time.perf_counter()
+    stats.on_evaluate(None, state, None)
+    assert trainer._throughput_mark[1] == 512 and trainer._throughput_mark[0] >= after_eval
