@@ -100,8 +100,8 @@ def score(run_dir: Path, cfg, seed: int) -> dict:
 
 def run_all(cfg) -> list[dict]:
     rows = []
-    for size in cfg.sizes.split(","):
-        for seed in range(cfg.seeds):
+    for seed in range(cfg.seeds):  # seed-major: one seed of every size and mode first, a table to read early
+        for size in cfg.sizes.split(","):
             for mode in cfg.modes.split(","):
                 # eval "same": the eval loss as trained is the mode's own (leaky under stream and bfd_leaky); the
                 # leak-free loss is scored after the run, the same way for every mode
