@@ -216,9 +216,13 @@ def _mixer_classes() -> tuple[type, ...]:
     return Mamba2Mixer, Zamba2MambaMixer
 
 
+#: the ``config.model_type`` of the families this layer keeps packed examples apart in
+BOUNDARY_MODEL_TYPES = ("mamba2", "zamba2")
+
+
 def supports_packed_boundaries(model: torch.nn.Module) -> bool:
     """Whether ``enable_packed_boundaries`` knows this model (transformers' Mamba2 and Zamba2 causal LMs)."""
-    return getattr(getattr(model, "config", None), "model_type", None) in ("mamba2", "zamba2") \
+    return getattr(getattr(model, "config", None), "model_type", None) in BOUNDARY_MODEL_TYPES \
         and hasattr(model, "base_model") and any(isinstance(m, _mixer_classes()) for m in model.modules())
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from .errors import UserError
 from .resolve import Resolved
 
 
@@ -57,6 +58,41 @@ def build_data(parsed, tokenizer):
         data_dir=d.data_dir, text_column=d.text_column, max_seq_length=d.max_seq_length, packing=d.packing,
         train_on_prompt=d.train_on_prompt, eval_fraction=d.eval_fraction, max_eval_examples=d.max_eval_examples,
         seed=t.seed, max_train_examples=d.max_train_examples, eval_packing=d.eval_packing)
+
+
+def fit_rows_to_model(parsed, start_from: str | None) -> None:
+    """Rows with packed boundaries need a model that keeps examples apart (here transformers' Mamba2 and Zamba2:
+    ``mamba_trainer.packed``; every named size is one). Another family loaded with ``--model_name_or_path`` (Mamba,
+    Jamba, FalconMamba, ...) would let them flow into each other silently: a bfd the user typed is refused in one
+    line; a default one becomes ``none`` (one padded example per row: still leak-free), said in one line. Read from
+    the starting model's config before any data is built; a config that cannot be read is left to the model load's
+    own error."""
+    from .packed import BOUNDARY_MODEL_TYPES
+    from .packing import eval_packing_mode
+
+    d = parsed.data
+    wants = {"packing": d.packing == "bfd", "eval_packing": eval_packing_mode(d.eval_packing, d.packing) == "bfd"}
+    if start_from is None or not any(wants.values()):
+        return
+    from transformers import AutoConfig
+
+    try:
+        model_type = AutoConfig.from_pretrained(start_from).model_type
+    except (OSError, ValueError, KeyError):
+        return
+    if model_type in BOUNDARY_MODEL_TYPES:
+        return
+    typed = [key for key, bfd in wants.items() if bfd and key in parsed.explicit]
+    if typed:
+        raise UserError(f"--{typed[0]} bfd keeps packed examples apart only in Mamba2 and Zamba2 models; a "
+                        f"{model_type} model would let them flow into each other: pass --packing none --eval_packing "
+                        "none (or --packing bfd_leaky, rows that leak)")
+    for key, bfd in wants.items():
+        if bfd:
+            setattr(d, key, "none")
+    print(f"data: a {model_type} model does not keep packed examples apart (only Mamba2 and Zamba2 do here): one "
+          "padded example per row (--packing none --eval_packing none); --packing bfd_leaky packs rows that leak",
+          flush=True)
 
 
 def build_run_model(parsed, resolved: Resolved, tokenizer, start_from: str | None):

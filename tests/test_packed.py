@@ -302,6 +302,33 @@ def test_other_families_are_left_alone():
     assert enable_packed_boundaries(model) is model and "forward" not in model.__dict__
 
 
+@pytest.mark.integration
+def test_a_family_that_cannot_keep_examples_apart_trains_on_padded_rows(tmp_path, monkeypatch, capsys):
+    """Fine-tuning a Mamba (v1) checkpoint under the default bfd rows: its forward would ignore position_ids and let
+    the examples leak, so the run trains and evaluates on one padded example per row, says so in one line and records
+    it; a bfd the user typed is refused in one line."""
+    from transformers import MambaConfig
+
+    from mamba_trainer.tokenizer import load_tokenizer
+    from mamba_trainer.train import main
+
+    tok = load_tokenizer("bundled")
+    AutoModelForCausalLM.from_config(MambaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                                 state_size=4, pad_token_id=tok.pad_token_id)).save_pretrained(
+        tmp_path / "mamba1")
+    monkeypatch.chdir(tmp_path)
+    flags = ["--model_name_or_path", str(tmp_path / "mamba1"), "--tokenizer", "bundled", "--training_preset",
+             "muon_smoke", "--max_steps", "2", "--max_train_examples", "40", "--max_eval_examples", "4",
+             "--save_strategy", "no", "--report_to", "none"]
+    assert main([*flags, "--output_dir", "run"]) == 0
+    assert "data: a mamba model does not keep packed examples apart" in capsys.readouterr().out
+    data = json.loads((tmp_path / "run" / "run_config.json").read_text())["data"]
+    assert (data["packing"], data["eval_packing"], data["eval_rows"]) == ("none", "none", "none")
+    assert main([*flags, "--output_dir", "typed", "--packing", "bfd"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--packing bfd keeps packed examples apart only in Mamba2 and Zamba2" in err
+
+
 # ---- the transformers range ------------------------------------------------------------------------------------
 def test_installed_transformers_is_in_the_tested_range():
     import transformers
