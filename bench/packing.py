@@ -122,8 +122,9 @@ def summarize(rows: list[dict]) -> str:
         values = [v for v in values if v is not None and math.isfinite(v)]
         if not values:
             return "-"
-        spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"
+        if len(values) == 1:  # one seed: no spread to show
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
     for size in dict.fromkeys(r["size"] for r in rows):
         for mode in MODES:
@@ -133,7 +134,7 @@ def summarize(rows: list[dict]) -> str:
                              f"{ms([r['accuracy'] for r in mine], 3)} | "
                              f"{ms([r['tokens_per_second'] for r in mine], 0)} | "
                              f"{ms([r['padding_fraction'] for r in mine], 4)} | "
-                             f"{ms([r['final_eval_loss'] for r in mine], 4)} ({len(mine)} seeds) |")
+                             f"{ms([r['final_eval_loss'] for r in mine], 4)} ({len(mine)} seed{'s' if len(mine) > 1 else ''}) |")
     return "\n".join(lines)
 
 
@@ -172,6 +173,7 @@ def main(argv=None) -> int:
         return 2
     if cfg.report:
         rows = json.loads((Path(cfg.out) / "results.json").read_text())["rows"]
+        (Path(cfg.out) / "summary.md").write_text(summarize(rows) + "\n")
     else:
         rows = run_all(cfg)
         write(cfg, rows)
