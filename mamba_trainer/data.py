@@ -321,6 +321,34 @@ def build_datasets(tokenizer, *, dataset: str | None = None, dataset_config: str
     return train, eval_, info
 
 
+ROWS = {"bfd": "whole examples, kept apart", "bfd_leaky": "whole examples, leaking into each other",
+        "stream": "concatenated and cut", "none": "one padded example per row"}
+
+
+def describe_data(info: dict) -> str:
+    """One line for the run log: examples -> rows for each split, padding, and what was truncated or dropped.
+
+    >>> describe_data({"packing": "bfd", "eval_rows": "bfd", "max_seq_length": 256,
+    ...     "counts": {"train_examples": 900, "train_sequences": 300, "eval_examples": 20, "eval_sequences": 8},
+    ...     "tokens": {"train": {"tokens": 75000, "padding_tokens": 1800, "truncated_examples": 3}, "eval": {}}})
+    'data: 900 training examples -> 300 rows of 256 tokens (bfd: whole examples, kept apart; 2.3% padding); 20 held out -> 8 rows (bfd); 3 training examples longer than 256 tokens were truncated (raise --max_seq_length to keep them whole)'
+    """
+    counts, train = info["counts"], info["tokens"]["train"]
+    length, mode = info["max_seq_length"], info["packing"]
+    padding = train.get("padding_tokens", 0) / max(counts["train_sequences"] * length, 1)
+    line = (f"data: {counts['train_examples']:,} training examples -> {counts['train_sequences']:,} rows of {length} "
+            f"tokens ({mode}: {ROWS[mode]}; {padding:.1%} padding)")
+    if counts["eval_examples"]:
+        line += (f"; {counts['eval_examples']:,} held out -> {counts['eval_sequences']:,} rows "
+                 f"({info.get('eval_rows', mode)})")
+    if train.get("truncated_examples"):
+        line += (f"; {train['truncated_examples']:,} training examples longer than {length} tokens were truncated "
+                 "(raise --max_seq_length to keep them whole)")
+    if train.get("dropped_examples"):
+        line += f"; {train['dropped_examples']:,} dropped (no response token within the first {length})"
+    return line
+
+
 def load_eval_problems(dataset: str | None, split: str = "test", data_dir: str | Path | None = None,
                        limit: int | None = None, dataset_config: str | None = None) -> list[dict]:
     """``[{"question", "answer"}]`` from bundled-math, a Hub dataset (GSM8K: config "main" implied) or local files."""

@@ -39,6 +39,7 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
     """The pipeline: parse -> resolve -> finalize the TrainingArguments -> build tokenizer, data, model,
     callbacks and trainer -> write the run files -> train -> ``outcome()`` -> finish (end record, plot, final/)."""
     from .args import parse_args  # transformers: only for a run, not for importing this module
+    from .data import describe_data  # datasets: likewise
 
     prepare_launch()
     parsed = parse_args(argv)
@@ -54,6 +55,8 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
         tokenizer, tokenizer_name = build_tokenizer(parsed, resolved, start_from)
         fit_rows_to_model(parsed, start_from)
         train_ds, eval_ds, data_info = build_data(parsed, tokenizer)
+        if parsed.training.should_log:
+            print(describe_data(data_info), flush=True)
         model = build_run_model(parsed, resolved, tokenizer, start_from)
         lrs = apply_lr_rule(parsed, resolved.optimizer_type, model.config.hidden_size, model.config.model_type)
         if lrs and parsed.training.should_log:

@@ -185,6 +185,7 @@ def test_a_run_started_with_the_old_packing_resumes_with_it_exactly(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "data: --packing stream, as this run started (--packing bfd is the default now" in resumed.stdout
     assert "data: --eval_packing same, as this run started" in resumed.stdout
+    assert "rows of 256 tokens (stream: concatenated and cut; " in resumed.stdout  # the run log's data line
     assert_same_weights(tmp_path / "reference", run_dir)
     final = json.loads((run_dir / "run_config.json").read_text())
     assert final["data"]["packing"] == "stream" and final["data"]["eval_packing"] == "same"

@@ -321,7 +321,9 @@ def test_a_family_that_cannot_keep_examples_apart_trains_on_padded_rows(tmp_path
              "muon_smoke", "--max_steps", "2", "--max_train_examples", "40", "--max_eval_examples", "4",
              "--save_strategy", "no", "--report_to", "none"]
     assert main([*flags, "--output_dir", "run"]) == 0
-    assert "data: a mamba model does not keep packed examples apart" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "data: a mamba model does not keep packed examples apart" in out
+    assert "data: 40 training examples -> 40 rows of 64 tokens (none: one padded example per row" in out
     data = json.loads((tmp_path / "run" / "run_config.json").read_text())["data"]
     assert (data["packing"], data["eval_packing"], data["eval_rows"]) == ("none", "none", "none")
     assert main([*flags, "--output_dir", "typed", "--packing", "bfd"]) == 2
