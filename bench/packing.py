@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import convergence  # noqa: E402  (bench/convergence.py)
+from mamba_trainer.packing import padding_fraction  # noqa: E402
 from mamba_trainer.rundir import RunConfig, series  # noqa: E402
 
 MODES = ("stream", "bfd_leaky", "bfd", "none")
@@ -82,11 +83,8 @@ def score(run_dir: Path, cfg, seed: int) -> dict:
     path = run_dir / SCORES
     if path.is_file():
         return json.loads(path.read_text())
-    data = RunConfig.read(run_dir).data
     _, rates = series(run_dir, "tokens_per_second")
-    tokens = data["tokens"]["train"]
-    rows = data["counts"]["train_sequences"] * cfg.seq_len
-    padding = tokens.get("padding_tokens", rows - tokens["tokens"]) / rows
+    padding = padding_fraction({"max_seq_length": cfg.seq_len, **RunConfig.read(run_dir).data})
     scores = {"leak_free_eval_loss": leak_free_eval_loss(run_dir / "final", seed, cfg.eval_examples, cfg.seq_len),
               "accuracy": answer_accuracy(run_dir / "final", cfg.eval_problems) if cfg.eval_problems else None,
               "tokens_per_second": statistics.median(rates[1:] or rates) if rates else None,

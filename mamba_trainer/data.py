@@ -30,8 +30,8 @@ from configs.text import one_line
 from mamba_trainer.errors import UserError
 from mamba_trainer.mathgen import load_bundled_math
 from mamba_trainer.packing import (DEFAULT_EVAL_PACKING, DEFAULT_PACKING, FEATURES, IGNORE_INDEX,  # noqa: F401
-                                   PACKING_MODES, eval_packing_mode, flat as _flat, pack, pack_best_fit,
-                                   packing_mode, pad_batch)
+                                   PACKING_MODES, PACKING_WORDS, eval_packing_mode, flat as _flat, pack,
+                                   pack_best_fit, packing_mode, pad_batch, padding_fraction)
 from mamba_trainer.paths import FILE_BUILDERS, local_path
 
 PROMPT_TEMPLATE = "Question: {prompt}\nAnswer: "
@@ -321,10 +321,6 @@ def build_datasets(tokenizer, *, dataset: str | None = None, dataset_config: str
     return train, eval_, info
 
 
-ROWS = {"bfd": "whole examples, kept apart", "bfd_leaky": "whole examples, leaking into each other",
-        "stream": "concatenated and cut", "none": "one padded example per row"}
-
-
 def describe_data(info: dict) -> str:
     """One line for the run log: examples -> rows for each split, padding, and what was truncated or dropped.
 
@@ -335,9 +331,8 @@ def describe_data(info: dict) -> str:
     """
     counts, train = info["counts"], info["tokens"]["train"]
     length, mode = info["max_seq_length"], info["packing"]
-    padding = train.get("padding_tokens", 0) / max(counts["train_sequences"] * length, 1)
     line = (f"data: {counts['train_examples']:,} training examples -> {counts['train_sequences']:,} rows of {length} "
-            f"tokens ({mode}: {ROWS[mode]}; {padding:.1%} padding)")
+            f"tokens ({mode}: {PACKING_WORDS[mode]}; {padding_fraction(info):.1%} padding)")
     if counts["eval_examples"]:
         line += (f"; {counts['eval_examples']:,} held out -> {counts['eval_sequences']:,} rows "
                  f"({info.get('eval_rows', mode)})")

@@ -22,6 +22,9 @@ FEATURES = datasets.Features({c: datasets.List(datasets.Value("int64")) for c in
 #:   flowing between them): what ``packing=True`` meant before bfd existed; runs made with it resume with it.
 #: none: one example per row, right-padded (``attention_mask``).
 PACKING_MODES = ("bfd", "bfd_leaky", "stream", "none")
+#: each mode in a few words, for the run log
+PACKING_WORDS = {"bfd": "whole examples, kept apart", "bfd_leaky": "whole examples, leaking into each other",
+                 "stream": "concatenated and cut", "none": "one padded example per row"}
 _PACKING_ALIASES = {True: "stream", False: "none", "true": "stream", "false": "none"}
 #: the training rows of a new run (``bench/packing.py`` chose it: docs/benchmarks.md#packing-modes)
 DEFAULT_PACKING = "bfd"
@@ -56,6 +59,19 @@ def eval_packing_mode(value, packing) -> str:
         raise UserError(f"--eval_packing {value!r}: must be one of {', '.join(EVAL_PACKING_MODES)} (bfd and none "
                         "keep each held-out example alone; same packs it as --packing does)")
     return packing_mode(packing) if value == "same" else value
+
+
+def padding_fraction(info: dict, split: str = "train") -> float:
+    """Padding tokens / tokens in a split's rows, from ``build_datasets``' info (``none`` rows record no padding
+    count: their padding is the rows' length minus their real tokens).
+
+    >>> padding_fraction({"max_seq_length": 10, "counts": {"train_sequences": 4},
+    ...                   "tokens": {"train": {"tokens": 30}}})
+    0.25
+    """
+    rows = info["counts"][f"{split}_sequences"] * info["max_seq_length"]
+    tokens = info["tokens"][split]
+    return tokens.get("padding_tokens", rows - tokens["tokens"]) / rows if rows else 0.0
 
 
 def pad_batch(batch: dict, max_seq_length: int, pad_token_id: int) -> dict:

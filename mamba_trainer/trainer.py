@@ -205,9 +205,8 @@ class _StepStats(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer._throughput_mark = (time.perf_counter(), int(state.num_input_tokens_seen))
 
-    def on_evaluate(self, args, state, control, **kwargs):
-        # tokens/s is training throughput: the next interval starts after the evaluation, not before it
-        self.trainer._throughput_mark = (time.perf_counter(), int(state.num_input_tokens_seen))
+    # tokens/s is training throughput: after an evaluation the next interval starts afresh, as at the start
+    on_evaluate = on_train_begin
 
     def on_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
         settings = {}
