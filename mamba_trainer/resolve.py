@@ -132,8 +132,9 @@ def keep_recorded_rows(parsed, parent_config: dict) -> None:
     for key, value in recorded.items():
         if value is None or key in parsed.explicit or value == getattr(parsed.data, key):
             continue
-        print(f"data: --{key} {value}, as this run started (--{key} {getattr(parsed.data, key)} is the default "
-              "now; a resumed run keeps its own)", flush=True)
+        if launch_rank()[0] == 0:  # one line per run, not per torchrun process
+            print(f"data: --{key} {value}, as this run started (--{key} {getattr(parsed.data, key)} is the default "
+                  "now; a resumed run keeps its own)", flush=True)
         setattr(parsed.data, key, value)
         parsed.argv = [*parsed.argv, f"--{key}", value]
 

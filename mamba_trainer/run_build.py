@@ -90,9 +90,10 @@ def fit_rows_to_model(parsed, start_from: str | None) -> None:
     for key, bfd in wants.items():
         if bfd:
             setattr(d, key, "none")
-    print(f"data: a {model_type} model does not keep packed examples apart (only Mamba2 and Zamba2 do here): one "
-          "padded example per row (--packing none --eval_packing none); --packing bfd_leaky packs rows that leak",
-          flush=True)
+    if parsed.training.should_log:  # one line per run, not per torchrun process
+        print(f"data: a {model_type} model does not keep packed examples apart (only Mamba2 and Zamba2 do here): "
+              "one padded example per row (--packing none --eval_packing none); --packing bfd_leaky packs rows that "
+              "leak", flush=True)
 
 
 def build_run_model(parsed, resolved: Resolved, tokenizer, start_from: str | None):

@@ -189,3 +189,19 @@ def test_a_run_started_with_the_old_packing_resumes_with_it_exactly(tmp_path):
     assert_same_weights(tmp_path / "reference", run_dir)
     final = json.loads((run_dir / "run_config.json").read_text())
     assert final["data"]["packing"] == "stream" and final["data"]["eval_packing"] == "same"
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_the_kept_rows_line_is_printed_once_per_run_not_per_process(rank, monkeypatch, capsys):
+    """Under torchrun every process resolves the run: each keeps the recorded rows, only rank 0 says so."""
+    from types import SimpleNamespace
+
+    from mamba_trainer.resolve import keep_recorded_rows
+
+    monkeypatch.setenv("RANK", rank)
+    parsed = SimpleNamespace(explicit=set(), data=SimpleNamespace(packing="bfd", eval_packing="bfd"), argv=["--x"])
+    keep_recorded_rows(parsed, {"data": {"packing": "stream", "eval_packing": "same"}})
+    assert (parsed.data.packing, parsed.data.eval_packing) == ("stream", "same")
+    assert parsed.argv == ["--x", "--packing", "stream", "--eval_packing", "same"]
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == (2 if rank == "0" else 0), lines
