@@ -2,7 +2,7 @@
 
     python bench/packing.py                                    # hybrid-tiny + mamba-tiny, 400 steps, 3 seeds
     python bench/packing.py --steps 40 --seeds 1 --sizes hybrid-tiny --out /tmp/packing   # a quick look
-    python bench/packing.py --report                           # tables from the runs made so far
+    python bench/packing.py --report                           # tables from the finished runs in --out
 
 Modes (``--packing``): stream (concatenate and cut: today's default), bfd_leaky (whole examples best-fit, state and
 attention flowing between them), bfd (the same rows with position_ids: each example alone in the model), none (one
@@ -136,6 +136,22 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def finished_rows(cfg) -> list[dict]:
+    """Every finished, scored run under ``cfg.out`` for the sizes, modes and seeds asked, in run order: the report
+    reads the run folders, so runs made by several instances (one per size, say) or across sessions all count."""
+    rows = []
+    for seed in range(cfg.seeds):
+        for size in cfg.sizes.split(","):
+            for mode in cfg.modes.split(","):
+                run_dir = Path(cfg.out) / size / convergence.run_name("muon", cfg.lr, seed, mode)
+                if not (convergence.is_complete(run_dir) and (run_dir / SCORES).is_file()):
+                    continue
+                final = convergence.summarize_run(convergence.read_metrics(run_dir))["final"]
+                rows.append({"size": size, "mode": mode, "seed": seed, "final_eval_loss": final,
+                             **json.loads((run_dir / SCORES).read_text())})
+    return rows
+
+
 def write(cfg, rows) -> None:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +175,7 @@ def parse(argv=None):
     p.add_argument("--modes", default=",".join(MODES), help="packing modes to run, comma-separated")
     p.add_argument("--extra", default="", help="more mamba-train flags for every run (e.g. \"--bf16 true\")")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "packing_400"))
-    p.add_argument("--report", action="store_true", help="only rewrite summary.md from results.json")
+    p.add_argument("--report", action="store_true", help="only rewrite results.json and summary.md from the finished runs")
     return p.parse_args(argv)
 
 
@@ -170,8 +186,8 @@ def main(argv=None) -> int:
         print(f"error: --modes: unknown {', '.join(sorted(unknown))}; valid: {', '.join(MODES)}", file=sys.stderr)
         return 2
     if cfg.report:
-        rows = json.loads((Path(cfg.out) / "results.json").read_text())["rows"]
-        (Path(cfg.out) / "summary.md").write_text(summarize(rows) + "\n")
+        rows = finished_rows(cfg)
+        write(cfg, rows)
     else:
         rows = run_all(cfg)
         write(cfg, rows)

@@ -39,3 +39,27 @@ def test_summary_has_a_row_per_size_and_mode_with_the_seed_spread(pk):
     table = pk.summarize(rows).splitlines()
     assert len(table) == 4 and table[2].startswith("| hybrid-tiny | stream | 2.5000 ± 0.7071")
     assert table[3].startswith("| hybrid-tiny | bfd |") and "(2 seeds)" in table[3]
+
+
+def test_the_report_reads_every_finished_scored_run_folder(pk, tmp_path, monkeypatch):
+    """--report builds its rows from the run folders, not from one instance's results.json: runs made by two
+    instances (one per size) all count; a run still going, or finished but not yet scored, does not."""
+    cfg = pk.parse(["--out", str(tmp_path), "--seeds", "2", "--modes", "stream,bfd"])
+    status = {}
+    for size, mode, seed, state in (("hybrid-tiny", "bfd", 0, "scored"), ("mamba-tiny", "bfd", 1, "scored"),
+                                     ("mamba-tiny", "stream", 0, "running"), ("hybrid-tiny", "stream", 1, "unscored")):
+        run = tmp_path / size / f"muon_{mode}_lr{cfg.lr:g}_seed{seed}"
+        run.mkdir(parents=True)
+        records = [{"step": 400, "elapsed_s": 9.0, "eval_loss": 0.5 + seed, "eval_runtime": 1.0}, {"step": 400, "event": "end", "reason": "completed"}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        if state == "scored":
+            (run / pk.SCORES).write_text(json.dumps({"leak_free_eval_loss": 0.25, "accuracy": 0.1,
+                                                     "tokens_per_second": 9.0, "padding_fraction": 0.02}))
+        status[run] = state != "running"
+    monkeypatch.setattr(pk.convergence, "is_complete", lambda run_dir: status.get(run_dir, False))
+    assert pk.main(["--report", "--out", str(tmp_path), "--seeds", "2", "--modes", "stream,bfd"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["size"], r["mode"], r["seed"], r["final_eval_loss"]) for r in rows] == [
+        ("hybrid-tiny", "bfd", 0, 0.5), ("mamba-tiny", "bfd", 1, 1.5)]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| hybrid-tiny | bfd | 0.2500 |" in summary and "| mamba-tiny | bfd |" in summary
