@@ -4,8 +4,8 @@
     python bench/packing.py --steps 40 --seeds 1 --sizes hybrid-tiny --out /tmp/packing   # a quick look
     python bench/packing.py --report                           # tables from the finished runs in --out
 
-Modes (``--packing``): stream (concatenate and cut: today's default), bfd_leaky (whole examples best-fit, state and
-attention flowing between them), bfd (the same rows with position_ids: each example alone in the model), none (one
+Modes (``--packing``): stream (concatenate and cut: the old default), bfd_leaky (whole examples best-fit, state and
+attention flowing between them), bfd (the default: the same rows with position_ids, each example alone in the model), none (one
 padded example per row). Every run is one ``mamba-train`` process launched by ``bench/convergence.py``'s
 ``train_run`` (Muon, the ``muon_demo`` preset scaled to the run, its lr, the same seeds and held-out examples for every
 mode), resumable. After a run, its final model is scored the way generation sees it:
