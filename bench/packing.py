@@ -5,8 +5,8 @@
     python bench/packing.py --report                           # tables from the finished runs in --out
 
 Modes (``--packing``): stream (concatenate and cut: the old default), bfd_leaky (whole examples best-fit, state and
-attention flowing between them), bfd (the default: the same rows with position_ids, each example alone in the model), none (one
-padded example per row). Every run is one ``mamba-train`` process launched by ``bench/convergence.py``'s
+attention flowing between them), bfd (the default: the same rows with position_ids, each example alone in the
+model), none (one padded example per row). Every run is one ``mamba-train`` process launched by ``bench/convergence.py``'s
 ``train_run`` (Muon, the ``muon_demo`` preset scaled to the run, its lr, the same seeds and held-out examples for every
 mode), resumable. After a run, its final model is scored the way generation sees it:
 * leak-free eval loss: mean token loss over the held-out examples, each run alone (padded, no packing), whatever
