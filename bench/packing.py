@@ -6,9 +6,9 @@
 
 Modes (``--packing``): stream (concatenate and cut: the old default), bfd_leaky (whole examples best-fit, state and
 attention flowing between them), bfd (the default: the same rows with position_ids, each example alone in the
-model), none (one padded example per row). Every run is one ``mamba-train`` process launched by ``bench/convergence.py``'s
-``train_run`` (Muon, the ``muon_demo`` preset scaled to the run, its lr, the same seeds and held-out examples for every
-mode), resumable. After a run, its final model is scored the way generation sees it:
+model), none (one padded example per row). Every run is one ``mamba-train`` process launched by
+``bench/convergence.py``'s ``train_run`` (Muon, the ``muon_demo`` preset scaled to the run, its lr, the same seeds
+and held-out examples for every mode), resumable. After a run, its final model is scored the way generation sees it:
 * leak-free eval loss: mean token loss over the held-out examples, each run alone (padded, no packing), whatever
   the mode the run trained and evaluated with;
 * answer accuracy: ``mamba-eval`` on held-out bundled problems (``--eval_problems``, the test split);
@@ -175,7 +175,8 @@ def parse(argv=None):
     p.add_argument("--modes", default=",".join(MODES), help="packing modes to run, comma-separated")
     p.add_argument("--extra", default="", help="more mamba-train flags for every run (e.g. \"--bf16 true\")")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "packing_400"))
-    p.add_argument("--report", action="store_true", help="only rewrite results.json and summary.md from the finished runs")
+    p.add_argument("--report", action="store_true",
+                   help="only rewrite results.json and summary.md from the finished runs")
     return p.parse_args(argv)
 
 

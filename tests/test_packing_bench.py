@@ -50,7 +50,8 @@ def test_the_report_reads_every_finished_scored_run_folder(pk, tmp_path, monkeyp
                                      ("mamba-tiny", "stream", 0, "running"), ("hybrid-tiny", "stream", 1, "unscored")):
         run = tmp_path / size / f"muon_{mode}_lr{cfg.lr:g}_seed{seed}"
         run.mkdir(parents=True)
-        records = [{"step": 400, "elapsed_s": 9.0, "eval_loss": 0.5 + seed, "eval_runtime": 1.0}, {"step": 400, "event": "end", "reason": "completed"}]
+        records = [{"step": 400, "elapsed_s": 9.0, "eval_loss": 0.5 + seed, "eval_runtime": 1.0},
+                   {"step": 400, "event": "end", "reason": "completed"}]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
         if state == "scored":
             (run / pk.SCORES).write_text(json.dumps({"leak_free_eval_loss": 0.25, "accuracy": 0.1,
