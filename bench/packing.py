@@ -96,20 +96,24 @@ def score(run_dir: Path, cfg, seed: int) -> dict:
     return scores
 
 
-def run_all(cfg) -> list[dict]:
-    rows = []
-    for seed in range(cfg.seeds):  # seed-major: one seed of every size and mode first, a table to read early
+def planned(cfg):
+    """(seed, size, mode) of every run, seed-major: one seed of every size and mode first, a table to read early."""
+    for seed in range(cfg.seeds):
         for size in cfg.sizes.split(","):
             for mode in cfg.modes.split(","):
-                # eval "same": the eval loss as trained is the mode's own (leaky under stream and bfd_leaky); the
-                # leak-free loss is scored after the run, the same way for every mode
-                run_cfg = SimpleNamespace(**{**vars(cfg), "variant": mode, "packing": mode, "eval_packing": "same",
-                                             "keep_weights": True, "resumable": True, "out": cfg.out})
-                r = convergence.train_run(size, "muon", cfg.lr, seed, run_cfg, cfg.adamw_lr)
-                rows.append({"size": size, "mode": mode, "seed": seed, "final_eval_loss": r["final"],
-                             **score(Path(r["run_dir"]), cfg, seed)})
-                write(cfg, rows)
-    return rows
+                yield seed, size, mode
+
+
+def run_all(cfg) -> list[dict]:
+    for seed, size, mode in planned(cfg):
+        # eval "same": the eval loss as trained is the mode's own (leaky under stream and bfd_leaky); the
+        # leak-free loss is scored after the run, the same way for every mode
+        run_cfg = SimpleNamespace(**{**vars(cfg), "variant": mode, "packing": mode, "eval_packing": "same",
+                                     "keep_weights": True, "resumable": True, "out": cfg.out})
+        r = convergence.train_run(size, "muon", cfg.lr, seed, run_cfg, cfg.adamw_lr)
+        score(Path(r["run_dir"]), cfg, seed)
+        write(cfg, finished_rows(cfg))
+    return finished_rows(cfg)
 
 
 def summarize(rows: list[dict]) -> str:
@@ -137,18 +141,15 @@ def summarize(rows: list[dict]) -> str:
 
 
 def finished_rows(cfg) -> list[dict]:
-    """Every finished, scored run under ``cfg.out`` for the sizes, modes and seeds asked, in run order: the report
+    """Every finished, scored run under ``cfg.out`` for the sizes, modes and seeds asked, in run order: the table
     reads the run folders, so runs made by several instances (one per size, say) or across sessions all count."""
     rows = []
-    for seed in range(cfg.seeds):
-        for size in cfg.sizes.split(","):
-            for mode in cfg.modes.split(","):
-                run_dir = Path(cfg.out) / size / convergence.run_name("muon", cfg.lr, seed, mode)
-                if not (convergence.is_complete(run_dir) and (run_dir / SCORES).is_file()):
-                    continue
-                final = convergence.summarize_run(convergence.read_metrics(run_dir))["final"]
-                rows.append({"size": size, "mode": mode, "seed": seed, "final_eval_loss": final,
-                             **json.loads((run_dir / SCORES).read_text())})
+    for seed, size, mode in planned(cfg):
+        run_dir = Path(cfg.out) / size / convergence.run_name("muon", cfg.lr, seed, mode)
+        if convergence.is_complete(run_dir) and (run_dir / SCORES).is_file():
+            rows.append({"size": size, "mode": mode, "seed": seed,
+                         "final_eval_loss": convergence.summarize_run(convergence.read_metrics(run_dir))["final"],
+                         **json.loads((run_dir / SCORES).read_text())})
     return rows
 
 
@@ -186,12 +187,8 @@ def main(argv=None) -> int:
     if unknown:
         print(f"error: --modes: unknown {', '.join(sorted(unknown))}; valid: {', '.join(MODES)}", file=sys.stderr)
         return 2
-    if cfg.report:
-        rows = finished_rows(cfg)
-        write(cfg, rows)
-    else:
-        rows = run_all(cfg)
-        write(cfg, rows)
+    rows = finished_rows(cfg) if cfg.report else run_all(cfg)
+    write(cfg, rows)
     print(summarize(rows))
     return 0
 
