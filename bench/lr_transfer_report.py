@@ -25,6 +25,8 @@ from lr_transfer import BASE, FAMILIES, FIT_WIDTHS, best_lr, condition_name, fit
 RUN_RE = re.compile(r"^(adamw|muon)(?:_(.+))?_lr([0-9.e+-]+)_seed(\d+)$")
 SIZE_RE = re.compile(r"^proxy-(\w+)-(\d+)$")
 BASE_CONDITION = condition_name(BASE["steps"], BASE["batch"])
+#: the sweep widths the presets' rule is fitted through (FIT_WIDTHS predict 1,024 first); 640 and 768 are held out
+RULE_WIDTHS = (*FIT_WIDTHS, 1024)
 
 
 def collect(out: Path) -> list[dict]:
@@ -78,12 +80,22 @@ def rule_from(table) -> dict:
             if len(fit) < 2:
                 rule[f"{family}/{kind}"] = {"best": best, "fit": None}
                 continue
-            c, alpha = fit_power(fit)
-            checks = {w: {"predicted": c * (w / 192) ** alpha, "measured": best[w]["refined"],
-                          "within_2x": within(c * (w / 192) ** alpha, best[w]["refined"])} for w in best}
-            rule[f"{family}/{kind}"] = {"best": best, "fit": {"lr_at_192": c, "width_exponent": alpha,
-                                                              "fit_widths": sorted(fit)}, "checks": checks}
+            rule[f"{family}/{kind}"] = {"best": best, **fit_and_check(fit, best)}
+            # the rule the presets take: refitted through every settled sweep width (1,024 once its grid has a
+            # minimum inside it), then checked only at the held-out widths
+            wide = {w: best[w]["refined"] for w in RULE_WIDTHS if w in best and best[w]["settled"]}
+            if len(wide) > len(fit) and set(fit) <= set(wide):
+                every = fit_and_check(wide, {w: b for w, b in best.items() if w not in wide})
+                rule[f"{family}/{kind}"].update(fit_all=every["fit"], checks_all=every["checks"])
     return rule
+
+
+def fit_and_check(fit: dict[int, float], best: dict) -> dict:
+    """{"fit": the power law through ``fit`` (width -> best lr), "checks": its prediction against each of ``best``}."""
+    c, alpha = fit_power(fit)
+    checks = {w: {"predicted": c * (w / 192) ** alpha, "measured": b["refined"],
+                  "within_2x": within(c * (w / 192) ** alpha, b["refined"])} for w, b in best.items()}
+    return {"fit": {"lr_at_192": c, "width_exponent": alpha, "fit_widths": sorted(fit)}, "checks": checks}
 
 
 def fmt_lr(lr):
@@ -125,7 +137,27 @@ def tables_md(table, rule) -> str:
             mark = "" if r["best"][w]["settled"] else " (grid unfinished or best on its edge)"
             lines.append(f"| {key} | {r['fit']['lr_at_192']:.3g}{provisional} | {r['fit']['width_exponent']:+.2f} | {w} | "
                          f"{chk['predicted']:.3g} | {chk['measured']:.3g}{mark} | {'yes' if chk['within_2x'] else 'no'} |")
+    refits = {key: r for key, r in rule.items() if r.get("fit_all")}
+    if refits:
+        lines += ["", "### The rule refitted through every settled sweep width (what `configs/lr_rule.py` takes), "
+                  "checked at the held-out widths", "",
+                  "| family / optimizer | fitted on widths | c (lr at 192) | alpha | held-out width | predicted | "
+                  "measured best | within 2x |", "|---|---|---|---|---|---|---|---|"]
+        for key, r in refits.items():
+            f = r["fit_all"]
+            head = f"| {key} | {', '.join(map(str, f['fit_widths']))} | {f['lr_at_192']:.3g} | {f['width_exponent']:+.2f} |"
+            checks = sorted(r["checks_all"].items()) or [(None, None)]
+            for w, chk in checks:
+                if chk is None:
+                    lines.append(head + " none run yet | | | |")
+                    continue
+                mark = "" if r["best"][w]["settled"] else " (grid unfinished or best on its edge)"
+                lines.append(head + f" {w} | {chk['predicted']:.3g} | {chk['measured']:.3g}{mark} | "
+                             f"{'yes' if chk['within_2x'] else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+COND_RE = re.compile(r"^s(\d+)_b(\d+)$")
 
 
 def horizon_md(table) -> tuple[str, dict]:
@@ -135,14 +167,44 @@ def horizon_md(table) -> tuple[str, dict]:
         if width == 192 and variant == "":
             grid, fine = best_lr(res)
             if grid is not None:
-                trend[f"{family}/{kind}"][cond] = {"grid": grid, "refined": fine, "points": len(res)}
+                trend[f"{family}/{kind}"][cond] = {"grid": grid, "refined": fine, "points": len(res),
+                                                   "settled": min(res) < grid < max(res)}
     lines = ["### Best lr at width 192 by horizon and batch", "", "| family / optimizer | condition | points | best (refined) |",
              "|---|---|---|---|"]
     for key in sorted(trend):
         for cond in sorted(trend[key], key=lambda c: tuple(int(x) for x in re.findall(r"\d+", c))):
             t = trend[key][cond]
-            lines.append(f"| {key} | {cond} | {t['points']} | {t['grid']:g} ({t['refined']:.3g}) |")
+            edge = "" if t["settled"] else " (on its grid's edge)"
+            lines.append(f"| {key} | {cond} | {t['points']} | {t['grid']:g} ({t['refined']:.3g}){edge} |")
+    fits = trend_exponents(trend)
+    if fits:
+        lines += ["", "Power laws through the settled bests at width 192 (best lr ~ steps^h at batch "
+                  f"{BASE['batch']}; ~ batch^b at {BASE['steps']} steps):", ""]
+        for key, f in sorted(fits.items()):
+            parts = [f"{name} {f[name]:+.2f} (from {', '.join(f[name + '_from'])})" for name in ("h", "b") if name in f]
+            lines.append(f"- {key}: " + "; ".join(parts))
     return "\n".join(lines) + "\n", trend
+
+
+def trend_exponents(trend) -> dict:
+    """Per family/optimizer: ``h``, the exponent of steps through the settled batch-``BASE`` bests (two or more
+    horizons), and ``b``, of batch through the settled ``BASE``-steps bests (two or more batches); each with the
+    conditions it came from."""
+    fits = {}
+    for key, conds in trend.items():
+        settled = {tuple(map(int, COND_RE.match(c).groups())): v["refined"] for c, v in conds.items()
+                   if v["settled"] and COND_RE.match(c)}
+        out = {}
+        for name, pick, axis in (("h", lambda sb: sb[1] == BASE["batch"], 0), ("b", lambda sb: sb[0] == BASE["steps"], 1)):
+            pts = {sb[axis]: lr for sb, lr in settled.items() if pick(sb)}
+            if len(pts) >= 2:
+                # fit_power fits lr = c * (x / 192) ** alpha: the exponent is the same for any reference point
+                out[name] = fit_power(pts)[1]
+                out[name + "_from"] = [condition_name(*((x, BASE["batch"]) if axis == 0 else (BASE["steps"], x)))
+                                       for x in sorted(pts)]
+        if out:
+            fits[key] = out
+    return fits
 
 
 def seeds_md(runs, rule) -> str:
@@ -226,6 +288,7 @@ def report(out: Path, plot_dir: Path | None = None) -> int:
     md = "\n".join([f"# lr-transfer study: {len(runs)} finished runs", "", tables_md(table, rule), horizon,
                     seeds_md(runs, rule)])
     (out / "summary.md").write_text(md)
+    rule["horizon_and_batch"] = trend_exponents(trend)
     (out / "rule.json").write_text(json.dumps(rule, indent=1, sort_keys=True, default=str) + "\n")
     plots = plot(table, trend, lambda f: (plot_dir or out) / f"lr_transfer_{f}.png")
     print(md)

@@ -139,3 +139,31 @@ def test_report_fits_the_rule_and_checks_each_width(report, tmp_path):
     muon = report.rule_from(report.sweeps(runs))["hybrid/muon"]
     assert abs(muon["fit"]["width_exponent"]) < 0.3 and muon["checks"][1024]["within_2x"]
     assert report.within(1e-3, 2e-3) and not report.within(1e-3, 2.1e-3)
+    # 1,024 is settled, so the presets' rule is refitted through all three widths and checked at the held-out 640 only
+    for kind, key in (("adamw", "hybrid/adamw"), ("muon", "hybrid/muon")):
+        refit = report.rule_from(report.sweeps(runs))[key]
+        assert refit["fit_all"]["fit_widths"] == [192, 512, 1024] and refit["checks_all"] == {}
+    assert rule["fit_all"]["width_exponent"] == pytest.approx(-1.0, abs=0.15)
+    for k in (-1, 0, 1):  # held-out width 640: minimum at 1e-3, the 1/width rule says 4e-3 x 192/640 = 1.2e-3
+        lr = float(f"{1e-3 * 2.0 ** k:.6g}")
+        fake_run(tmp_path, "s300_b4", "proxy-hybrid-640", f"adamw_lr{lr:g}_seed0", 2.0 + 0.1 * math.log2(lr / 1e-3) ** 2)
+    table = report.sweeps(report.collect(tmp_path))
+    refit = report.rule_from(table)["hybrid/adamw"]
+    assert refit["fit_all"]["fit_widths"] == [192, 512, 1024] and list(refit["checks_all"]) == [640]
+    assert refit["checks_all"][640]["measured"] == pytest.approx(1e-3) and refit["checks_all"][640]["within_2x"]
+    assert "held-out width" in report.tables_md(table, report.rule_from(table))
+
+
+def test_horizon_and_batch_exponents_come_from_settled_bests_only(report):
+    """best lr halving per 4x steps is h = -0.5, doubling per 4x batch is b = +0.5; a best on its grid's edge (a
+    lower bound at most) is left out of the fit, and one settled point fits nothing."""
+    def point(lr, settled=True):
+        return {"grid": lr, "refined": lr, "points": 3, "settled": settled}
+
+    trend = {"hybrid/muon": {"s300_b4": point(0.02), "s1200_b4": point(0.01), "s2400_b4": point(0.001, False),
+                             "s300_b16": point(0.04)},
+             "mamba/adamw": {"s300_b4": point(0.004), "s1200_b4": point(0.001, False)}}
+    fits = report.trend_exponents(trend)
+    assert fits["hybrid/muon"]["h"] == pytest.approx(-0.5) and fits["hybrid/muon"]["b"] == pytest.approx(0.5)
+    assert fits["hybrid/muon"]["h_from"] == ["s300_b4", "s1200_b4"] and fits["hybrid/muon"]["b_from"] == ["s300_b4", "s300_b16"]
+    assert "mamba/adamw" not in fits
