@@ -20,6 +20,19 @@ def report_kernels(t) -> str:
     return kernels
 
 
+def report_cpu_contention(t) -> str | None:
+    """On a CPU run, one note (printed by the logging process) when other work leaves fewer idle cores than torch
+    has threads: such a run can be several times slower (``rundir.environment.cpu_contention_note``)."""
+    import torch
+
+    from .rundir import cpu_contention_note
+
+    note = cpu_contention_note(torch.get_num_threads()) if t.device.type == "cpu" else None
+    if note and t.should_log:
+        print(note, flush=True)
+    return note
+
+
 def starting_weights(parsed, resolved: Resolved) -> str | None:
     """Where the weights come from: an existing checkpoint or a parent run's model (fine-tuning); None for a new
     model of the named size, and for a continued run (the Trainer loads the checkpoint's weights itself)."""

@@ -22,8 +22,8 @@ from .outcome import Outcome, finish, outcome, train_to_outcome  # noqa: F401  (
 from .resolve import (CHECKPOINT_ROOT, Resolved, check_fsdp_device, check_restart, claim_run_dir,  # noqa: F401
                       launch_rank, prepare_launch, resolve_run)
 from .run_build import (RunCallbacks, build_callbacks, build_data, build_run_model, build_tokenizer,  # noqa: F401
-                        build_trainer, fit_rows_to_model, parsed_parent_tokenizer, report_kernels,
-                        starting_weights)
+                        build_trainer, fit_rows_to_model, parsed_parent_tokenizer, report_cpu_contention,
+                        report_kernels, starting_weights)
 from .run_files import announce_run, new_run_config, write_run_files  # noqa: F401  (re-exported)
 
 
@@ -51,6 +51,7 @@ def run(argv: list[str], resolve_only: bool = False) -> int:
     try:
         finalize_training_args(parsed, resolved.output_dir)
         kernels = report_kernels(parsed.training)
+        report_cpu_contention(parsed.training)
         start_from = starting_weights(parsed, resolved)
         tokenizer, tokenizer_name = build_tokenizer(parsed, resolved, start_from)
         fit_rows_to_model(parsed, start_from)

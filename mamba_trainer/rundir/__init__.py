@@ -11,7 +11,7 @@ not at all). A run directory is ``checkpoints/<run_name or timestamp>/`` (see do
 from ..jsonio import METRICS_FILE, read_json, read_metrics, write_json, write_text
 from .checkpoints import checkpoint_problem, checkpoints, complete_checkpoints, set_aside_incomplete_checkpoints
 from .config import SCHEMA_VERSION, RunConfig, read_run_config, write_run_config
-from .environment import environment_info, git_commit
+from .environment import cpu_contention_note, environment_info, git_commit
 from .final import save_final
 from .layout import (ENVIRONMENT_FILE, FINAL_DIR, OPTIMIZER_FILE, RUN_CONFIG, TRAINER_STATE, default_run_name,
                      is_finished, is_run_dir)
@@ -21,7 +21,7 @@ from .resume import ResumePlan, resolve_resume
 
 __all__ = ["RUN_CONFIG", "OPTIMIZER_FILE", "ENVIRONMENT_FILE", "METRICS_FILE", "FINAL_DIR", "TRAINER_STATE",
            "LOCK_FILE", "SCHEMA_VERSION", "CurvePoint", "ResumePlan", "RunConfig", "RunLock", "append_metrics",
-           "checkpoint_problem", "checkpoints", "complete_checkpoints", "default_run_name", "end_reason",
-           "end_record", "environment_info", "git_commit", "is_finished", "is_run_dir", "loss_curves", "read_json",
-           "read_metrics", "read_run_config", "resolve_resume", "running_pid", "save_final", "series",
+           "checkpoint_problem", "checkpoints", "complete_checkpoints", "cpu_contention_note", "default_run_name",
+           "end_reason", "end_record", "environment_info", "git_commit", "is_finished", "is_run_dir", "loss_curves",
+           "read_json", "read_metrics", "read_run_config", "resolve_resume", "running_pid", "save_final", "series",
            "set_aside_incomplete_checkpoints", "truncate_metrics", "write_json", "write_run_config", "write_text"]
