@@ -2,19 +2,24 @@
 one busy core waits on its descheduled thread after every op). Unit cases, then the line in a real run's output."""
 
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from mamba_trainer.rundir import cpu_contention_note
+from mamba_trainer.rundir import cpu_contention_note, environment
 
 
 @pytest.fixture
 def machine(monkeypatch):
-    """A machine of ``cores`` cores whose 1-minute load average is ``load``."""
-    def make(cores, load):
+    """A machine of ``cores`` cores whose 1-minute load average is ``load`` and whose other processes keep ``busy``
+    cores busy now (``load`` when not given)."""
+    def make(cores, load, busy=None):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
         monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+        monkeypatch.setattr(environment, "busy_cores", lambda interval=0.25: load if busy is None else busy)
     return make
 
 
@@ -31,15 +36,30 @@ def test_threads_beyond_the_idle_cores_get_the_note(machine, cores, load, thread
     assert note.startswith("note: ") and "\n" not in note
 
 
-@pytest.mark.parametrize("cores, load, threads, env", [
-    (2, 0.3, 2, {}),  # an idle machine (this process's own import start-up is in the load)
-    (2, 1.2, 1, {}),  # one thread: nothing waits on a sibling
-    (16, 4.0, 8, {}),  # 8 threads fit in the ~12 idle cores
-    (2, 1.2, 2, {"OMP_NUM_THREADS": "2"}),  # the user chose
+@pytest.mark.parametrize("cores, load, busy, threads, env", [
+    (2, 0.3, 0.0, 2, {}),  # an idle machine (this process's own import start-up is in the load)
+    (2, 1.1, 0.05, 2, {}),  # a burst that is over (the pip install before README's demo): load alone says nothing
+    (2, 0.4, 1.0, 2, {}),  # a job started seconds ago: not yet "other work" by the load
+    (2, 1.2, 1.0, 1, {}),  # one thread: nothing waits on a sibling
+    (16, 4.0, 4.0, 8, {}),  # 8 threads fit in the ~12 idle cores
+    (2, 1.2, 1.0, 2, {"OMP_NUM_THREADS": "2"}),  # the user chose
 ])
-def test_no_note_when_the_threads_fit_or_were_chosen(machine, cores, load, threads, env):
-    machine(cores, load)
+def test_no_note_when_the_threads_fit_or_were_chosen(machine, cores, load, busy, threads, env):
+    machine(cores, load, busy)
     assert cpu_contention_note(threads, env=env) is None
+
+
+@pytest.mark.integration
+def test_busy_cores_sees_a_spinning_process():
+    """The real reading (no patch): while another process spins on one core, at least ~0.6 of a core reads busy."""
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)  # let it start
+        busy = environment.busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy is not None and 0.6 <= busy <= len(os.sched_getaffinity(0)) + 1e-9
 
 
 @pytest.mark.integration

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 __all__ = ["cpu_contention_note", "environment_info", "git_commit"]
@@ -49,13 +50,40 @@ def environment_info(kernels: str, world_size: int) -> dict:
     return info
 
 
-def cpu_contention_note(threads: int, env=os.environ) -> str | None:
+def busy_cores(interval: float = 0.25) -> float | None:
+    """How many of the cores this process may run on other processes keep busy now: /proc/stat's busy time of those
+    cores over ``interval`` seconds while this process sleeps (steal time left out: no thread count helps with it).
+    None where there is no /proc/stat."""
+    def sample(cpus):
+        busy = total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+                    busy += user + nice + system + irq + softirq
+                    total += user + nice + system + idle + iowait + irq + softirq + steal
+        return busy, total
+
+    try:
+        cpus = os.sched_getaffinity(0)
+        busy0, total0 = sample(cpus)
+        time.sleep(interval)
+        busy1, total1 = sample(cpus)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return len(cpus) * (busy1 - busy0) / max(total1 - total0, 1)
+
+
+def cpu_contention_note(threads: int, env=os.environ, busy: float | None = None) -> str | None:
     """One line when a CPU run's torch threads outnumber the cores other work leaves idle, or None.
 
     torch's intra-op threads meet at a barrier after every parallel op: when another process holds a core, the
     thread scheduled there waits for its time slice and every op waits for it, so a run with more threads than idle
-    cores can be several times slower than one with fewer. Other work is read from the 1-minute load average (less
-    the ~0.2 this process adds while it imports). Nothing is said when OMP_NUM_THREADS is set (the user chose).
+    cores can be several times slower than one with fewer. Other work is what keeps cores busy now (``busy_cores``,
+    or ``busy``) and has for the last minute (the 1-minute load average, less the ~0.2 this process adds while it
+    imports): a burst, such as the pip install before README's demo, says nothing. Nothing is said when
+    OMP_NUM_THREADS is set (the user chose).
     """
     if "OMP_NUM_THREADS" in env or threads <= 1:
         return None
@@ -64,11 +92,15 @@ def cpu_contention_note(threads: int, env=os.environ) -> str | None:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # not Linux, or no load average: nothing to say
         return None
-    busy = max(load - 0.2, 0.0)
-    idle = max(int(cores - busy + 0.5), 1)
-    if busy < 0.5 or threads <= idle:
+    if load - 0.2 < 0.5:
         return None
-    return (f"note: other work keeps about {min(busy, cores):.1f} of this machine's {cores} cores busy (1-minute load "
+    busy = busy_cores() if busy is None else busy
+    if busy is None or busy < 0.5:
+        return None
+    idle = max(int(cores - min(busy, cores) + 0.5), 1)
+    if threads <= idle:
+        return None
+    return (f"note: other work keeps about {min(busy, cores):.1f} of the {cores} cores this run may use busy (1-minute load "
             f"{load:.2f}), and torch's {threads} threads wait on each other whenever one of them is descheduled, "
             f"which can make each step several times slower: stop the other work, or run with OMP_NUM_THREADS={idle} "
             "to use only the idle cores")
