@@ -44,7 +44,9 @@ def collect(out: Path) -> list[dict]:
                      "variant": m.group(2) or "", "lr": float(m.group(3)), "seed": int(m.group(4)),
                      "adamw_lr": config.adamw_lr, "final": summary["final"],
                      "status": summary["status"], "steps": summary["steps"], "curve": summary["curve"],
-                     "params": config.num_parameters})
+                     "params": config.num_parameters,
+                     # the study's runs share the CPU with other work: their seconds are not compared
+                     "train_seconds": None, "machine": None})
     return runs
 
 

@@ -167,3 +167,24 @@ def test_horizon_and_batch_exponents_come_from_settled_bests_only(report):
     assert fits["hybrid/muon"]["h"] == pytest.approx(-0.5) and fits["hybrid/muon"]["b"] == pytest.approx(0.5)
     assert fits["hybrid/muon"]["h_from"] == ["s300_b4", "s1200_b4"] and fits["hybrid/muon"]["b_from"] == ["s300_b4", "s300_b16"]
     assert "mamba/adamw" not in fits
+
+
+def test_steps_ratio_at_1024_pairs_the_rules_grid_points_by_seed(report, tmp_path):
+    """The 0.65 target's table: at width 1,024, the grid point nearest the 192/512 rule on each side, paired by seed;
+    Muon's steps to AdamW's final loss over AdamW's steps (seconds are not compared: the study shares its CPU)."""
+    for width, lr_a, lr_m in ((192, 4e-3, 2e-2), (512, 1.5e-3, 2e-2)):  # AdamW as 1/width, Muon width-free
+        for k in range(-3, 4):
+            for kind, star in (("adamw", lr_a), ("muon", lr_m)):
+                lr = float(f"{(1e-3 if kind == 'adamw' else 1e-2) * 2.0 ** k:.6g}")
+                fake_run(tmp_path, "s300_b4", f"proxy-mamba-{width}", f"{kind}_lr{lr:g}_seed0",
+                         2.0 + 0.1 * math.log2(lr / star) ** 2)
+    for seed, (final_a, final_m) in enumerate(((0.40, 0.30), (0.42, 0.35))):
+        # Muon's curve (7.0 at step 0, its final at 300) crosses AdamW's final at 300 x (7 - a) / (7 - m)
+        fake_run(tmp_path, "s300_b4", "proxy-mamba-1024", f"adamw_lr0.0005_seed{seed}", final_a)
+        fake_run(tmp_path, "s300_b4", "proxy-mamba-1024", f"muon_lr0.02_seed{seed}", final_m)
+    runs = report.collect(tmp_path)
+    text = report.seeds_md(runs, report.rule_from(report.sweeps(runs)))
+    expected = [(7 - a) / (7 - m) for a, m in ((0.40, 0.30), (0.42, 0.35))]
+    line = next(line for line in text.splitlines() if line.startswith("- mamba:"))
+    assert "AdamW lr 0.0005, Muon lr 0.02, seeds [0, 1]" in line
+    assert f"per seed {expected[0]:.2f}, {expected[1]:.2f}" in line and "- hybrid: not run yet" in text
