@@ -11,7 +11,7 @@ that sets none) means the lrs apply as written at every width.
 
 The exponents are what the lr-transfer study measured (``bench/lr_transfer.py``; ``bench/results/lr_transfer/
 rule.json`` holds its fit, ``docs/benchmarks.md`` the tables): each optimizer's best lr on 3-layer proxies of the
-named sizes at widths ``MEASURED_WIDTHS``, 300 steps of 4 x 256 tokens, fitted as ``c x width^alpha``. The AdamW
+named sizes at widths ``FIT_WIDTHS``, 300 steps of 4 x 256 tokens, fitted as ``c x width^alpha``. The AdamW
 side falls faster than muP's 1/width; Muon's lr falls too, more slowly. Architectures the study has not measured
 (and any pair not in ``MEASURED``) hold the muP-style hypothesis: Muon width-free, AdamW as 1/width. Depth, horizon
 and batch are not carried: a proxy sweep at fewer layers or steps says nothing about them.
@@ -28,10 +28,14 @@ WIDTH_EXPONENTS: dict[str, dict[str, float]] = {
     "mamba2": {"muon": -0.40, "adamw": -1.56},  # Muon 8.2e-2 -> 5.5e-2, AdamW 6.7e-3 -> 1.4e-3
     "default": {"muon": 0.0, "adamw": -1.0},  # the hypothesis (muP for AdamW; Muon's spectral-norm update)
 }
+#: the proxy widths each measured exponent was fitted through: 192 and 512 (the study's first fit, rule.json "fit"),
+#: or 192, 512 and 1,024 once 1,024's sweep has a minimum inside its grid (the refit, rule.json "fit_all")
+FIT_WIDTHS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("zamba2", "muon"): (192, 512), ("zamba2", "adamw"): (192, 512),
+    ("mamba2", "muon"): (192, 512), ("mamba2", "adamw"): (192, 512),
+}
 #: the (architecture, side) pairs whose exponent the study fitted; the rest are the hypothesis
-MEASURED: frozenset = frozenset({("zamba2", "muon"), ("zamba2", "adamw"), ("mamba2", "muon"), ("mamba2", "adamw")})
-#: the proxy widths the fit used
-MEASURED_WIDTHS = (192, 512)
+MEASURED: frozenset = frozenset(FIT_WIDTHS)
 #: the study's name for each measured architecture (its rule.json keys are "<family>/<optimizer>")
 STUDY_FAMILIES = {"zamba2": "hybrid", "mamba2": "mamba"}
 SIDES = ("muon", "adamw")
@@ -80,7 +84,9 @@ def resolve(*, optimizer: str, learning_rate: float, adamw_lr: float | None, lr_
     values = {"learning_rate": learning_rate, "adamw_lr": adamw_lr if optimizer == "muon" else None}
     used = {sides[k] for k, v in values.items() if v is not None and k not in keep}
     out = {"width": int(width), "lr_width": int(lr_width), "reasons": {},
-           "measured": bool(used) and all((architecture, side) in MEASURED for side in used)}
+           "measured": bool(used) and all((architecture, side) in MEASURED for side in used),
+           "fit_widths": {side: list(FIT_WIDTHS[architecture, side]) for side in sorted(used)
+                          if (architecture, side) in MEASURED}}
     for key, value in values.items():
         if value is None:
             out[key] = None

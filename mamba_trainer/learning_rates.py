@@ -23,11 +23,12 @@ def apply_lr_rule(parsed, optimizer_type: str, width: int | None, architecture: 
 
 def describe_lrs(lrs: dict) -> str:
     """The line a run prints when its lrs were carried: what it trains with, and from where."""
-    from configs.lr_rule import MEASURED_WIDTHS
-
     names = {"learning_rate": "lr", "adamw_lr": "AdamW side"}
     parts = [f"{names[k]} {lrs[k]:g} ({lrs['reasons'][k]})" for k in ("learning_rate", "adamw_lr") if lrs[k] is not None]
-    state = ("fitted on proxies at widths " + ", ".join(map(str, MEASURED_WIDTHS)) if lrs["measured"]
+    fits = lrs.get("fit_widths") or {}  # records written before the key: no widths to name
+    widths = "; ".join(f"{', '.join(map(str, w))} ({'Muon' if side == 'muon' else 'AdamW'})"
+                       for side, w in sorted(fits.items()))
+    state = ("fitted on proxies" + (f" at widths {widths}" if widths else "") if lrs["measured"]
              else "partly the muP-style hypothesis: not measured for this architecture")
     return f"learning rates for width {lrs['width']}: {', '.join(parts)}; rule: configs/lr_rule.py ({state})"
 

@@ -4,7 +4,7 @@
 
 A Muon preset's cell is "Muon lr / AdamW-side lr"; an AdamW preset's is its lr. A preset with ``lr_width`` has its
 lrs carried to each size's width by ``configs/lr_rule.py``; the last column says whether that width lies inside the
-widths the rule was measured at (``lr_rule.MEASURED_WIDTHS``) or beyond them.
+widths the rule was fitted at (``lr_rule.FIT_WIDTHS``, per architecture and side) or beyond them.
 """
 
 from __future__ import annotations
@@ -23,21 +23,30 @@ def cell(lrs: dict) -> str:
     return f"{lrs['learning_rate']:.2g} / {lrs['adamw_lr']:.2g}"
 
 
+def where_in(width: int, fitted: tuple[int, ...]) -> str:
+    """Whether ``width`` is one the rule was fitted at, between them, or beyond them (or the rule is the hypothesis)."""
+    if not fitted:
+        return "hypothesis"
+    if width in fitted:
+        return "fitted"
+    return "between fitted widths" if min(fitted) <= width <= max(fitted) else "extrapolated"
+
+
 def table() -> str:
     from configs import lr_rule
     from configs.model_configs import MODEL_CONFIGS
     from configs.presets_file import BUILTIN_MODELS
     from mamba_trainer.learning_rates import preset_lrs
 
-    low, high = min(lr_rule.MEASURED_WIDTHS or (0,)), max(lr_rule.MEASURED_WIDTHS or (0,))
     lines = ["| size | width | " + " | ".join(f"`{p}`" for p in PRESETS) + " | width and the rule |",
              "|---|---|" + "---|" * len(PRESETS) + "---|"]
     for size, entry in MODEL_CONFIGS.items():
         if size not in BUILTIN_MODELS:  # a presets file's own sizes (the lr study's proxies, a test's)
             continue
         width = entry["config"]["hidden_size"]
-        where = ("fitted" if width in lr_rule.MEASURED_WIDTHS else "between fitted widths" if low <= width <= high
-                 else "extrapolated")
+        where = {side: where_in(width, lr_rule.FIT_WIDTHS.get((entry["architecture"], side), ()))
+                 for side in ("muon", "adamw")}
+        where = where["muon"] if where["muon"] == where["adamw"] else f"Muon {where['muon']}, AdamW {where['adamw']}"
         cells = [cell(preset_lrs(size, p)) for p in PRESETS]
         lines.append(f"| `{size}` | {width} | " + " | ".join(cells) + f" | {where} |")
     return "\n".join(lines)

@@ -34,16 +34,16 @@ def test_carry_follows_the_exponents(monkeypatch):
 
 
 def test_the_measured_exponents_are_the_studys_fit():
-    """Every (architecture, side) lr_rule calls measured is the study's power-law fit over MEASURED_WIDTHS (its
-    rule.json, written by ``python bench/lr_transfer.py --report`` from the committed runs), to 0.01: its first fit
-    (widths 192 and 512) or its refit through every settled width (``fit_all``), whichever MEASURED_WIDTHS names."""
+    """Every (architecture, side) lr_rule calls measured is the study's power-law fit through that pair's FIT_WIDTHS
+    (its rule.json, written by ``python bench/lr_transfer.py --report`` from the committed runs), to 0.01: the first
+    fit (widths 192 and 512) or the refit through every settled width (``fit_all``), whichever FIT_WIDTHS names."""
     fits = json.loads(STUDY_RULE.read_text())
     assert lr_rule.MEASURED, "nothing measured"
     for architecture, side in lr_rule.MEASURED:
-        entry = fits[f"{lr_rule.STUDY_FAMILIES[architecture]}/{side}"]
+        entry, widths = fits[f"{lr_rule.STUDY_FAMILIES[architecture]}/{side}"], lr_rule.FIT_WIDTHS[architecture, side]
         matching = [f for f in (entry.get("fit"), entry.get("fit_all"))
-                    if f and sorted(f["fit_widths"]) == sorted(lr_rule.MEASURED_WIDTHS)]
-        assert matching, (architecture, side, "no fit of the study over", lr_rule.MEASURED_WIDTHS)
+                    if f and sorted(f["fit_widths"]) == sorted(widths)]
+        assert matching, (architecture, side, "no fit of the study through", widths)
         fit = matching[-1]
         assert EXPONENTS[architecture][side] == pytest.approx(fit["width_exponent"], abs=0.01), (architecture, side)
     unmeasured = {(a, side) for a in lr_rule.STUDY_FAMILIES for side in lr_rule.SIDES} - lr_rule.MEASURED
@@ -95,6 +95,20 @@ def test_apply_lr_rule_carries_preset_values_and_keeps_typed_ones(tmp_path, extr
     assert reasons[0] in lrs["reasons"]["learning_rate"] and reasons[1] in lrs["reasons"]["adamw_lr"]
     line = describe_lrs(lrs)
     assert line.startswith("learning rates for width 192: lr ") and "configs/lr_rule.py" in line
+
+
+def test_the_run_line_names_the_widths_each_side_was_fitted_through(monkeypatch):
+    """Each side's exponent may come from its own widths (1,024 joins a side's fit once its sweep settles): the line a
+    run prints names them per side; a record written before the key still prints."""
+    monkeypatch.setattr(lr_rule, "FIT_WIDTHS", {("zamba2", "muon"): (192, 512), ("zamba2", "adamw"): (192, 512, 1024)})
+    lrs = lr_rule.resolve(optimizer="muon", learning_rate=0.02, adamw_lr=2e-3, lr_width=512, width=768,
+                          architecture="zamba2")
+    assert lrs["fit_widths"] == {"adamw": [192, 512, 1024], "muon": [192, 512]}
+    assert "fitted on proxies at widths 192, 512, 1024 (AdamW); 192, 512 (Muon)" in describe_lrs(lrs)
+    assert "(fitted on proxies)" in describe_lrs({**lrs, "fit_widths": None})
+    hypothesis = lr_rule.resolve(optimizer="muon", learning_rate=0.02, adamw_lr=2e-3, lr_width=512, width=768,
+                                 architecture="llama")
+    assert hypothesis["fit_widths"] == {} and "muP-style hypothesis" in describe_lrs(hypothesis)
 
 
 def test_without_lr_width_nothing_is_carried():
