@@ -1,6 +1,7 @@
 """README's table of the lrs every named size gets from every preset, resolved as ``mamba-train`` resolves them.
 
     python scripts/preset_table.py            # the markdown table in README.md's "Training presets"
+    python scripts/preset_table.py --write    # written into README.md, between its preset-table markers
 
 A Muon preset's cell is "Muon lr / AdamW-side lr"; an AdamW preset's is its lr. A preset with ``lr_width`` has its
 lrs carried to each size's width by ``configs/lr_rule.py``; the last column says whether that width lies inside the
@@ -9,6 +10,7 @@ widths the rule was fitted at (``lr_rule.FIT_WIDTHS``, per architecture and side
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -52,5 +54,22 @@ def table() -> str:
     return "\n".join(lines)
 
 
+README = Path(__file__).resolve().parents[1] / "README.md"
+MARKERS = re.compile(r"(<!-- preset-table -->\n)(.*?)(\n<!-- /preset-table -->)", re.S)
+
+
+def write(readme: Path = README) -> bool:
+    """Rewrites README's table between its markers; whether anything changed."""
+    text = readme.read_text()
+    if MARKERS.search(text) is None:
+        raise SystemExit(f"error: {readme} has no <!-- preset-table --> ... <!-- /preset-table --> section")
+    new = MARKERS.sub(lambda m: m.group(1) + table() + m.group(3), text)
+    readme.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":
-    print(table())
+    if sys.argv[1:] == ["--write"]:
+        print("README.md: preset table " + ("updated" if write() else "already current"))
+    else:
+        print(table())
