@@ -17,22 +17,23 @@ side falls faster than muP's 1/width; Muon's lr falls too, more slowly. Architec
 and batch are not carried: a proxy sweep at fewer layers or steps says nothing about them.
 
     >>> carry(0.02, 512, 1024, "mamba2", "muon"), carry(2e-3, 512, 1024, "mamba2", "adamw")
-    (0.01516, 0.0006783)
+    (0.01516, 0.0007526)
 """
 
 from __future__ import annotations
 
 #: side -> exponent of width, per architecture (``MODEL_CONFIGS[size]["architecture"]``); "default" for the rest
 WIDTH_EXPONENTS: dict[str, dict[str, float]] = {
-    "zamba2": {"muon": -0.64, "adamw": -1.25},  # hybrid proxies: Muon 1.3e-2 at 192 -> 7.0e-3 at 512, AdamW 6.9e-3 -> 2.0e-3
-    "mamba2": {"muon": -0.40, "adamw": -1.56},  # Muon 8.2e-2 -> 5.5e-2, AdamW 6.7e-3 -> 1.4e-3
+    # hybrid proxies: Muon 1.3e-2 at 192 -> 7.0e-3 at 512; AdamW 6.9e-3 -> 2.0e-3 -> 2.1e-4 at 1,024
+    "zamba2": {"muon": -0.64, "adamw": -2.03},
+    "mamba2": {"muon": -0.40, "adamw": -1.41},  # Muon 8.2e-2 -> 5.5e-2; AdamW 6.7e-3 -> 1.4e-3 -> 6.4e-4 at 1,024
     "default": {"muon": 0.0, "adamw": -1.0},  # the hypothesis (muP for AdamW; Muon's spectral-norm update)
 }
 #: the proxy widths each measured exponent was fitted through: 192 and 512 (the study's first fit, rule.json "fit"),
 #: or 192, 512 and 1,024 once 1,024's sweep has a minimum inside its grid (the refit, rule.json "fit_all")
 FIT_WIDTHS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("zamba2", "muon"): (192, 512), ("zamba2", "adamw"): (192, 512),
-    ("mamba2", "muon"): (192, 512), ("mamba2", "adamw"): (192, 512),
+    ("zamba2", "muon"): (192, 512), ("zamba2", "adamw"): (192, 512, 1024),
+    ("mamba2", "muon"): (192, 512), ("mamba2", "adamw"): (192, 512, 1024),
 }
 #: the (architecture, side) pairs whose exponent the study fitted; the rest are the hypothesis
 MEASURED: frozenset = frozenset(FIT_WIDTHS)
@@ -55,8 +56,8 @@ def carry(lr: float, from_width: int, to_width: int, architecture: str | None, s
 def describe(side: str, lr: float, carried: float, from_width: int, to_width: int, architecture: str | None) -> str:
     """One phrase saying how ``carried`` came from ``lr``.
 
-    >>> describe("adamw", 2e-3, 6.783e-4, 512, 1024, "mamba2")
-    '0.002 at width 512 x (1024/512)^-1.56 = 0.0006783'
+    >>> describe("adamw", 2e-3, 7.526e-4, 512, 1024, "mamba2")
+    '0.002 at width 512 x (1024/512)^-1.41 = 0.0007526'
     >>> describe("muon", 0.02, 0.02, 512, 1024, None)
     '0.02 at width 512, width-free'
     """
@@ -76,7 +77,7 @@ def resolve(*, optimizer: str, learning_rate: float, adamw_lr: float | None, lr_
     >>> r = resolve(optimizer="muon", learning_rate=0.02, adamw_lr=2e-3, lr_width=512, width=640,
     ...             architecture="zamba2", keep=frozenset({"learning_rate"}))
     >>> r["learning_rate"], r["adamw_lr"], r["reasons"]["learning_rate"]
-    (0.02, 0.001513, 'as given')
+    (0.02, 0.001271, 'as given')
     """
     if lr_width is None or width is None:
         return None
