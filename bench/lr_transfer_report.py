@@ -147,7 +147,8 @@ def tables_md(table, rule) -> str:
                   "measured best | within 2x |", "|---|---|---|---|---|---|---|---|"]
         for key, r in refits.items():
             f = r["fit_all"]
-            head = f"| {key} | {', '.join(map(str, f['fit_widths']))} | {f['lr_at_192']:.3g} | {f['width_exponent']:+.2f} |"
+            widths = ", ".join(map(str, f["fit_widths"]))
+            head = f"| {key} | {widths} | {f['lr_at_192']:.3g} | {f['width_exponent']:+.2f} |"
             checks = sorted(r["checks_all"].items()) or [(None, None)]
             for w, chk in checks:
                 if chk is None:
@@ -197,7 +198,8 @@ def trend_exponents(trend) -> dict:
         settled = {tuple(map(int, COND_RE.match(c).groups())): v["refined"] for c, v in conds.items()
                    if v["settled"] and COND_RE.match(c)}
         out = {}
-        for name, pick, axis in (("h", lambda sb: sb[1] == BASE["batch"], 0), ("b", lambda sb: sb[0] == BASE["steps"], 1)):
+        for name, pick, axis in (("h", lambda sb: sb[1] == BASE["batch"], 0),
+                                 ("b", lambda sb: sb[0] == BASE["steps"], 1)):
             pts = {sb[axis]: lr for sb, lr in settled.items() if pick(sb)}
             if len(pts) >= 2:
                 # fit_power fits lr = c * (x / 192) ** alpha: the exponent is the same for any reference point

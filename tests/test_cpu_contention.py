@@ -52,7 +52,8 @@ def test_no_note_when_the_threads_fit_or_were_chosen(machine, cores, load, busy,
 @pytest.mark.integration
 def test_busy_cores_sees_a_spinning_process():
     """The real reading (no patch): while another process spins on one core, at least ~0.6 of a core reads busy."""
-    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
     try:
         time.sleep(0.3)  # let it start
         busy = environment.busy_cores(0.5)

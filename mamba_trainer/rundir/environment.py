@@ -100,7 +100,7 @@ def cpu_contention_note(threads: int, env=os.environ, busy: float | None = None)
     idle = max(int(cores - min(busy, cores) + 0.5), 1)
     if threads <= idle:
         return None
-    return (f"note: other work keeps about {min(busy, cores):.1f} of the {cores} cores this run may use busy (1-minute load "
-            f"{load:.2f}), and torch's {threads} threads wait on each other whenever one of them is descheduled, "
-            f"which can make each step several times slower: stop the other work, or run with OMP_NUM_THREADS={idle} "
-            "to use only the idle cores")
+    return (f"note: other work keeps about {min(busy, cores):.1f} of the {cores} cores this run may use busy "
+            f"(1-minute load {load:.2f}), and torch's {threads} threads wait on each other whenever one of them is "
+            "descheduled, which can make each step several times slower: stop the other work, or run with "
+            f"OMP_NUM_THREADS={idle} to use only the idle cores")
