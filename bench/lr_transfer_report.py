@@ -59,6 +59,11 @@ def sweeps(runs: list[dict]) -> dict[tuple, dict[float, float]]:
     return table
 
 
+def inside(results: dict[float, float], grid: float) -> bool:
+    """Whether the best lr ``grid`` lies inside the swept lrs (not on an edge: a minimum, not a bound)."""
+    return min(results) < grid < max(results)
+
+
 def within(predicted: float, measured: float, factor: float = 2.0) -> bool:
     """Whether ``predicted`` is within ``factor`` of ``measured`` (both ways)."""
     return max(predicted / measured, measured / predicted) <= factor * (1 + 1e-9)
@@ -76,7 +81,7 @@ def rule_from(table) -> dict:
                 res = table[(BASE_CONDITION, family, kind, "", w)]
                 grid, fine = best_lr(res)
                 if grid is not None:  # settled: a minimum inside the grid (the study extends past an edge best)
-                    settled = min(res) < grid < max(res) and len(res) >= (3 if w not in FIT_WIDTHS else 5)
+                    settled = inside(res, grid) and len(res) >= (3 if w not in FIT_WIDTHS else 5)
                     best[w] = {"grid": grid, "refined": fine, "points": len(res), "settled": settled}
             fit = {w: best[w]["refined"] for w in FIT_WIDTHS if w in best}
             if len(fit) < 2:
@@ -102,6 +107,12 @@ def fit_and_check(fit: dict[int, float], best: dict) -> dict:
 
 def fmt_lr(lr):
     return f"{lr:.3g}" if lr is not None else "-"
+
+
+def check_cells(r: dict, w: int, chk: dict) -> str:
+    """The cells "width | predicted | measured best | within 2x |" of one check of a fit."""
+    mark = "" if r["best"][w]["settled"] else " (grid unfinished or best on its edge)"
+    return f"{w} | {chk['predicted']:.3g} | {chk['measured']:.3g}{mark} | {'yes' if chk['within_2x'] else 'no'} |"
 
 
 def tables_md(table, rule) -> str:
@@ -136,9 +147,8 @@ def tables_md(table, rule) -> str:
             continue
         provisional = "" if all(r["best"][w]["settled"] for w in r["fit"]["fit_widths"]) else " (provisional)"
         for w, chk in sorted(r["checks"].items()):
-            mark = "" if r["best"][w]["settled"] else " (grid unfinished or best on its edge)"
-            lines.append(f"| {key} | {r['fit']['lr_at_192']:.3g}{provisional} | {r['fit']['width_exponent']:+.2f} | {w} | "
-                         f"{chk['predicted']:.3g} | {chk['measured']:.3g}{mark} | {'yes' if chk['within_2x'] else 'no'} |")
+            lines.append(f"| {key} | {r['fit']['lr_at_192']:.3g}{provisional} | {r['fit']['width_exponent']:+.2f} | "
+                         + check_cells(r, w, chk))
     refits = {key: r for key, r in rule.items() if r.get("fit_all")}
     if refits:
         lines += ["", "### The rule refitted through every settled sweep width (what `configs/lr_rule.py` takes), "
@@ -151,12 +161,7 @@ def tables_md(table, rule) -> str:
             head = f"| {key} | {widths} | {f['lr_at_192']:.3g} | {f['width_exponent']:+.2f} |"
             checks = sorted(r["checks_all"].items()) or [(None, None)]
             for w, chk in checks:
-                if chk is None:
-                    lines.append(head + " none run yet | | | |")
-                    continue
-                mark = "" if r["best"][w]["settled"] else " (grid unfinished or best on its edge)"
-                lines.append(head + f" {w} | {chk['predicted']:.3g} | {chk['measured']:.3g}{mark} | "
-                             f"{'yes' if chk['within_2x'] else 'no'} |")
+                lines.append(head + (" none run yet | | | |" if chk is None else " " + check_cells(r, w, chk)))
     return "\n".join(lines) + "\n"
 
 
@@ -171,7 +176,7 @@ def horizon_md(table) -> tuple[str, dict]:
             grid, fine = best_lr(res)
             if grid is not None:
                 trend[f"{family}/{kind}"][cond] = {"grid": grid, "refined": fine, "points": len(res),
-                                                   "settled": min(res) < grid < max(res)}
+                                                   "settled": inside(res, grid)}
     lines = ["### Best lr at width 192 by horizon and batch", "", "| family / optimizer | condition | points | best (refined) |",
              "|---|---|---|---|"]
     for key in sorted(trend):

@@ -10,11 +10,11 @@ widths the rule was fitted at (``lr_rule.FIT_WIDTHS``, per architecture and side
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # splice_docs, beside this script
 
 PRESETS = ("fast", "default", "careful", "muon_fast", "muon_default", "muon_careful", "demo", "muon_demo")
 
@@ -55,15 +55,17 @@ def table() -> str:
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-MARKERS = re.compile(r"(<!-- preset-table -->\n)(.*?)(\n<!-- /preset-table -->)", re.S)
 
 
 def write(readme: Path = README) -> bool:
-    """Rewrites README's table between its markers; whether anything changed."""
+    """Rewrites README's table between its preset-table markers (splice_docs.splice_into); whether it changed."""
+    from splice_docs import splice_into
+
     text = readme.read_text()
-    if MARKERS.search(text) is None:
-        raise SystemExit(f"error: {readme} has no <!-- preset-table --> ... <!-- /preset-table --> section")
-    new = MARKERS.sub(lambda m: m.group(1) + table() + m.group(3), text)
+    try:
+        new = splice_into(text, "preset-table", table(), where=str(readme))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     readme.write_text(new)
     return new != text
 

@@ -42,12 +42,17 @@ def pattern(name: str) -> re.Pattern:
     return re.compile(rf"(<!-- {name} -->\n)(.*?)(\n<!-- /{name} -->)", re.S)
 
 
+def splice_into(text: str, name: str, table: str, where: str = "docs/benchmarks.md") -> str:
+    """``text`` with ``table`` between its ``<!-- name -->`` and ``<!-- /name -->`` lines (also README's preset
+    table: scripts/preset_table.py); ValueError naming ``where`` when the markers are missing."""
+    if pattern(name).search(text) is None:
+        raise ValueError(f"{where} has no <!-- {name} --> ... <!-- /{name} --> section")
+    return pattern(name).sub(lambda m: m.group(1) + table + m.group(3), text)
+
+
 def spliced(docs: str) -> str:
     for name, (path, show) in SECTIONS.items():
-        if pattern(name).search(docs) is None:
-            raise ValueError(f"docs/benchmarks.md has no <!-- {name} --> ... <!-- /{name} --> section")
-        table = show(path.read_text())
-        docs = pattern(name).sub(lambda m: m.group(1) + table + m.group(3), docs)
+        docs = splice_into(docs, name, show(path.read_text()))
     return docs
 
 
