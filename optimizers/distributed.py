@@ -38,7 +38,7 @@ from torch import Tensor
 from optimizers.errors import MuonConfigError
 from optimizers.functional import Bucket
 from optimizers.newton_schulz import plain_flops
-from optimizers.precision import resolve_dtype
+from optimizers.precision import agree_bf16_speedup, resolve_dtype
 
 DISTRIBUTED_MODES = ("auto", "off")
 GRAD_MATCH_RTOL = 1e-6  # DDP's all-reduced gradients are bitwise equal on every rank; this only absorbs
@@ -351,10 +351,16 @@ def distributed_context(optimizer) -> DDPMuon | FSDP2Muon | None:
             for name, p in zip(optimizer.param_names(gi), g["params"])]
     sharded = [hasattr(p, "device_mesh") and hasattr(p, "placements") for _, p, _ in muon]
     if any(sharded):
-        return _fsdp2_context(muon, sharded)
-    if dist.get_world_size() == 1:
+        ctx = _fsdp2_context(muon, sharded)
+    elif dist.get_world_size() == 1:
         return None
-    return DDPMuon(dist.group.WORLD, dist.get_rank(), dist.get_world_size())
+    else:
+        ctx = DDPMuon(dist.group.WORLD, dist.get_rank(), dist.get_world_size())
+    if any(g["compute_dtype"] in (None, "auto") and p.device.type == "cpu" for _, p, g in muon):
+        # the auto dtype on a CPU comes from a timing probe, which can differ across ranks: all take the slowest
+        # rank's, so every rank computes in, and sends updates in, the same dtype
+        agree_bf16_speedup(lambda t: dist.all_reduce(t, op=dist.ReduceOp.MIN, group=ctx.group))
+    return ctx
 
 
 def _fsdp2_context(muon, sharded) -> FSDP2Muon:

@@ -68,7 +68,7 @@ def create_muon_optimizer(model: nn.Module, lr: float = 3e-3, momentum: float = 
     ``adamw_lr`` defaults to ``lr / 10``; ``adamw_weight_decay`` to ``weight_decay``. Groups named
     *_no_decay get weight_decay 0. ``verbose`` prints the split summary. ``distributed``: "auto" splits the
     orthogonalization across DDP/FSDP2 ranks, "off" does not (see `optimizers.distributed`).
-    ``compute_dtype`` (None = auto: bf16 where the device has native bf16 matrix units) and ``ns_method``
+    ``compute_dtype`` (None = auto: bf16 where the device multiplies bf16 faster than fp32) and ``ns_method``
     ("auto" | "plain" | "gram") choose how Newton–Schulz runs (`optimizers.precision`, `optimizers.newton_schulz`).
     ``fused``: "whole" orthogonalizes fused projections (Mamba2 in_proj, Zamba2 gate_up_proj) as one matrix;
     "per_block" orthogonalizes and scales each row block (z, x, B, C, dt / gate, up) as if it were its own

@@ -37,8 +37,8 @@ class Muon(AdamWSide, Checkpointing, Reporting, torch.optim.Optimizer):
     ``params``: group dicts, each with ``use_muon`` (default True) and ``name``; optional ``param_names``
     (used in error messages and `describe`). Keyword defaults apply to groups that do not set a key.
     Muon group keys: lr, momentum, nesterov, weight_decay, decoupled_wd, backend, ns_steps, adjust_lr,
-    beta2 (NorMuon; None = off), compute_dtype (None = auto: bf16 where the device has native bf16 matrix
-    units, see `optimizers.precision`), ns_method ("auto" | "plain" | "gram": the Newton–Schulz form, see
+    beta2 (NorMuon; None = off), compute_dtype (None = auto: bf16 where the device multiplies bf16 faster
+    than fp32, see `optimizers.precision`), ns_method ("auto" | "plain" | "gram": the Newton–Schulz form, see
     `optimizers.newton_schulz`; "plain" with compute_dtype=bfloat16 is torch.optim.Muon's arithmetic),
     fan_in_first (weights stored (in, out), as transformers' Conv1D: the scale uses the map's shape),
     row_blocks (one entry per parameter: None, or the row counts of a fused projection's blocks — each block

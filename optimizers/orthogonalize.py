@@ -9,7 +9,7 @@ Shared conventions (all backends):
 * Input is scaled by its Frobenius norm (≥ the spectral norm, so all singular values start in [0, 1]);
   singular values below ~1e-3 of ‖G‖_F are only partly lifted by the polynomial backends.
 * Each backend computes in the dtype it is given; `orthogonalize` picks that dtype (`optimizers.precision`:
-  bf16 where the device has native bf16 matrix units, fp32 elsewhere, or `compute_dtype`) and casts the
+  bf16 where the device multiplies bf16 faster than fp32, fp32 elsewhere, or `compute_dtype`) and casts the
   result back to G's dtype.
 * The polynomial backends run plain or Gram-space Newton–Schulz (`optimizers.newton_schulz`), per shape.
 

@@ -211,6 +211,16 @@ def test_disagreeing_ranks_raise_or_skip_together_instead_of_hanging(ddp_results
     assert "non-finite gradient (nan/inf) on another rank" in ddp_results[1]["mismatch"]["nan"]
 
 
+@pytest.mark.integration  # reads the 2-process run (ddp_results)
+def test_ranks_agree_on_the_auto_dtype_when_their_speed_probes_differ(ddp_results):
+    runs = [r["auto_dtype"] for r in ddp_results]
+    assert [r["before"] for r in runs] == [torch.bfloat16, torch.float32]  # each rank alone would differ
+    assert [r["after"] for r in runs] == [torch.float32, torch.float32]  # the slowest rank's ratio won
+    assert all("measured 0.50x" in r["described"] for r in runs)
+    for name, value in runs[0]["params"].items():  # same updates on both ranks, bit for bit
+        assert torch.equal(value, runs[1]["params"][name]), name
+
+
 def test_bad_distributed_mode_is_refused():
     with pytest.raises(MuonConfigError, match="unknown distributed='ddp'; valid: auto, off"):
         worker.build_optimizer(worker.build_model(), distributed="ddp")

@@ -13,7 +13,8 @@ from optimizers import Muon
 from optimizers.newton_schulz import (GRAM_MARGIN, choose_method, gram_flops, gram_iteration, newton_schulz, plain_flops,
                                       restart_every, wide_normalized_)
 from optimizers.orthogonalize import polynomial_plan
-from optimizers.precision import auto_dtype, describe_dtype, resolve_dtype
+import optimizers.precision as precision
+from optimizers.precision import BF16_MARGIN, auto_dtype, describe_dtype, resolve_dtype
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -118,27 +119,64 @@ def test_rule_picks_gram_only_when_it_saves_flops(dtype):
 # ------------------------------------------------------------------------------------ automatic dtype
 
 
-def test_auto_dtype_from_faked_cpu_capability():
+def test_auto_dtype_from_faked_cpu_capability_and_speed():
     cpu = torch.device("cpu")
-    assert auto_dtype(cpu, frozenset({"avx2", "avx512f", "avx512_bf16"}))[0] == torch.bfloat16
-    assert auto_dtype(cpu, frozenset({"avx2", "amx_bf16"}))[0] == torch.bfloat16
-    dtype, why = auto_dtype(cpu, frozenset({"avx2", "fma3"}))
+    # the flags say oneDNN can run bf16 natively; the measured speed decides (a tie goes to fp32)
+    assert auto_dtype(cpu, frozenset({"avx2", "avx512f", "avx512_bf16"}), speedup=4.6)[0] == torch.bfloat16
+    assert auto_dtype(cpu, frozenset({"avx2", "amx_bf16"}), speedup=8.0)[0] == torch.bfloat16
+    dtype, why = auto_dtype(cpu, frozenset({"avx2", "avx512_bf16"}), speedup=0.55)  # the Intel VM measured here
+    assert dtype == torch.float32 and "measured 0.55x fp32's speed" in why and "fp32 is faster" in why
+    assert auto_dtype(cpu, frozenset({"avx512_bf16"}), speedup=BF16_MARGIN * 0.99)[0] == torch.float32
+    dtype, why = auto_dtype(cpu, frozenset({"avx2", "fma3"}), speedup=100.0)  # no unit: the flags alone decide
     assert dtype == torch.float32 and "no native bf16" in why
     assert auto_dtype(torch.device("cuda"))[0] == torch.bfloat16
 
 
-@pytest.mark.parametrize("flags,expect", [({"avx2"}, torch.float32), ({"avx2", "avx512_bf16"}, torch.bfloat16)],
-                         ids=["avx2-only", "avx512-bf16"])
-def test_optimizer_follows_the_capability_and_records_it(monkeypatch, flags, expect):
-    import optimizers.precision as precision
+def test_speed_probe_times_both_dtypes_after_a_warm_up_and_is_cached(monkeypatch):
+    """The probe's arithmetic on a fake clock: fp32 GEMMs cost 3 units, bf16 1.5, the first of each 100 (kernel
+    building): the ratio is exactly 2, the warm-up is not counted, and a second call does not time again."""
+    clock, calls = [0.0], []
 
+    def fake_mm(a, b):
+        calls.append(a.dtype)
+        clock[0] += 100.0 if calls.count(a.dtype) == 1 else (3.0 if a.dtype == torch.float32 else 1.5)
+        return a
+
+    monkeypatch.setattr(precision.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(precision.torch, "mm", fake_mm)
+    monkeypatch.setattr(precision, "_agreed_speedup", None)
+    precision._bf16_speedup.cache_clear()
+    try:
+        assert precision.bf16_speedup(n=8, reps=4) == 2.0
+        assert calls.count(torch.float32) == calls.count(torch.bfloat16) == 5
+        assert precision.bf16_speedup(n=8, reps=4) == 2.0 and len(calls) == 10  # cached
+    finally:
+        precision._bf16_speedup.cache_clear()
+
+
+def test_speed_probe_runs_only_where_the_cpu_has_a_bf16_unit(monkeypatch):
+    def no_probe():
+        raise AssertionError("probed a CPU without avx512_bf16/amx_bf16")
+
+    monkeypatch.setattr(precision, "bf16_speedup", no_probe)
+    assert auto_dtype(torch.device("cpu"), frozenset({"avx2"}))[0] == torch.float32
+    assert auto_dtype(torch.device("cuda"))[0] == torch.bfloat16
+
+
+@pytest.mark.parametrize("flags,speedup,expect", [({"avx2"}, None, torch.float32),
+                                                  ({"avx2", "avx512_bf16"}, 4.6, torch.bfloat16),
+                                                  ({"avx2", "avx512_bf16"}, 0.55, torch.float32)],
+                         ids=["avx2-only", "avx512-bf16-fast", "avx512-bf16-slow"])
+def test_optimizer_follows_the_capability_and_records_it(monkeypatch, flags, speedup, expect):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(precision, "bf16_speedup", lambda: speedup)
     assert resolve_dtype(None, torch.device("cpu")) == expect
     assert resolve_dtype("float32", torch.device("cpu")) == torch.float32  # an explicit dtype still wins
     w = nn.Parameter(torch.randn(48, 200))
     opt = Muon([{"params": [w], "name": "muon"}], lr=0.02)
     described = opt.describe()["groups"][0]["compute_dtype"]
     assert described.startswith(str(expect).replace("torch.", "")) and "auto" in described
+    assert speedup is None or f"{speedup:.2f}x" in described  # the measured ratio is recorded
     assert described in opt.compute_summary()
     explicit = Muon([{"params": [w], "name": "muon"}], lr=0.02, compute_dtype="float32")
     assert explicit.describe()["groups"][0]["compute_dtype"] == "float32 (set explicitly)"

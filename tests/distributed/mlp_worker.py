@@ -219,6 +219,29 @@ def mismatch_runs(rank: int, world_size: int) -> dict:
     return errors
 
 
+def auto_dtype_agreement(rank: int, world_size: int) -> dict:
+    """compute_dtype auto under DDP where the ranks' bf16 probes disagree (faked: rank 0 measures bf16 3x faster,
+    rank 1 0.5x): every rank must take the same dtype (the slowest rank's choice, fp32), or the ranks would send
+    updates in different dtypes and the all_gather would break. Runs last: it leaves the agreed ratio set."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import optimizers.precision as precision
+
+    precision.cpu_flags = lambda: frozenset({"avx512_bf16"})
+    precision._bf16_speedup = lambda *args: 3.0 if rank == 0 else 0.5
+    before = precision.resolve_dtype(None, torch.device("cpu"))
+    model = build_model()
+    named = dict(model.named_parameters())
+    matrices = [n for n in named if n.endswith("weight")]
+    biases = [n for n in named if n not in matrices]
+    optimizer = Muon([{"params": [named[n] for n in matrices], "param_names": matrices, "ns_method": "plain"},
+                      {"params": [named[n] for n in biases], "param_names": biases, "use_muon": False, "lr": 1e-2}],
+                     lr=0.05, momentum=0.9)
+    train(DDP(model, find_unused_parameters=True), optimizer, 0, STEPS, rank, world_size)
+    return {"before": before, "after": precision.resolve_dtype(None, torch.device("cpu")),
+            "described": optimizer.describe()["groups"][0]["compute_dtype"], "params": params_of(model)}
+
+
 def _clone_state(sd):
     if isinstance(sd, torch.Tensor):
         return sd.clone()
@@ -237,7 +260,8 @@ def main(out_dir: str) -> None:
         result = {"ddp": ddp_run(rank, world_size), "fsdp2": fsdp2_run(rank, world_size),
                   "ddp_per_block": ddp_per_block_run(rank, world_size),
                   "fsdp2_per_block": fsdp2_per_block_error(rank, world_size),
-                  "mismatch": mismatch_runs(rank, world_size)}
+                  "mismatch": mismatch_runs(rank, world_size),
+                  "auto_dtype": auto_dtype_agreement(rank, world_size)}
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
