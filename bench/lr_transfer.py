@@ -14,7 +14,7 @@ width and condition.
 Stages, in priority order (two runs at a time, one torch thread each; a stage's grid can depend on earlier results):
 1. widths 192 and 512, both families: AdamW and Muon over a 2x grid (extended past an edge best).
 2. width 1,024: three points of a 2x grid centred on the lr the 192/512 fit predicts (the rule under test).
-3. a second seed at 1,024 at the predicted lrs: Muon's steps to AdamW's final loss (the issue's 0.65 target).
+3. a second seed at 1,024 at the presets' rule's lrs: Muon's steps to AdamW's final loss (the issue's 0.65 target).
 4. horizon and batch at width 192: 1,200 steps (3 points), batch 16 (3 points); it needs only width 192's best,
    so it runs beside stages 1-3 and 5-6, whose runs take the free slots first (only stage 7 waits for it).
 5. ``match_rms_adamw`` at 192 and 512 (3 points each).
@@ -117,6 +117,16 @@ def fit_power(points: dict[int, float]) -> tuple[float, float]:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     alpha = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     return math.exp(my - alpha * mx), alpha
+
+
+def preset_rule_lr(family: str, kind: str, bests: dict[int, float], width: int) -> float:
+    """The lr the presets' rule gives at ``width`` in the study's condition: ``bests`` (width -> best lr) fitted
+    through the widths configs/lr_rule.py's exponent for (family, kind) was fitted through."""
+    from configs.lr_rule import FIT_WIDTHS as RULE_FIT_WIDTHS, STUDY_FAMILIES
+
+    arch = next(a for a, f in STUDY_FAMILIES.items() if f == family)
+    c, alpha = fit_power({w: bests[w] for w in RULE_FIT_WIDTHS[(arch, kind)] if w in bests})
+    return c * (width / 192) ** alpha
 
 
 class Slots:
@@ -250,12 +260,17 @@ class Study:
             c, alpha = rule[kind]
             return grid_index(kind, c * (width / 192) ** alpha)
 
-        # stage 2: width 1,024 around the prediction; stage 3: a second seed there at the predicted lrs
-        tune_width(1024, 2, lambda kind: (predicted(kind, 1024) - 1, predicted(kind, 1024), predicted(kind, 1024) + 1))
-        size = size_name(family, 1024)
-        lr_a, lr_m = grid_lr("adamw", predicted("adamw", 1024)), grid_lr("muon", predicted("muon", 1024))
-        self.run(3, size, "adamw", lr_a, 1, base)
-        self.run(3, size, "muon", lr_m, 1, base, lr_a)
+        # stage 2: width 1,024 around the prediction
+        grids = tune_width(1024, 2, lambda kind: (predicted(kind, 1024) - 1, predicted(kind, 1024),
+                                                  predicted(kind, 1024) + 1))
+        # stage 3: a second seed at 1,024 at the lrs the presets' rule gives there (configs/lr_rule.py fits each
+        # side through FIT_WIDTHS: 192/512, or 192/512/1,024 where it was refitted), Muon's AdamW side as seed 0's
+        if grids is not None and grids[1] is not None:
+            size = size_name(family, 1024)
+            lr_a, lr_m = (grid_lr(kind, grid_index(kind, preset_rule_lr(family, kind, best[kind], 1024)))
+                          for kind in ("adamw", "muon"))
+            self.run(3, size, "adamw", lr_a, 1, base)
+            self.run(3, size, "muon", lr_m, 1, base, grids[0])
 
         # stage 5: match_rms_adamw at the fit widths (that scale is made for AdamW's lr: centre on AdamW's best),
         # and Muon's AdamW side at half and twice AdamW's best at 512 (is "AdamW's own best" right for it?)

@@ -216,13 +216,25 @@ def trend_exponents(trend) -> dict:
     return fits
 
 
+def preset_fit(rule, family: str, kind: str) -> dict | None:
+    """The fit (rule.json "fit" or "fit_all") through the widths configs/lr_rule.py's exponent for (family, kind)
+    was fitted through: the rule the presets follow."""
+    from configs.lr_rule import FIT_WIDTHS as PRESET_FIT_WIDTHS, STUDY_FAMILIES
+
+    arch = next(a for a, f in STUDY_FAMILIES.items() if f == family)
+    entry = rule.get(f"{family}/{kind}") or {}
+    return next((f for f in (entry.get("fit"), entry.get("fit_all"))
+                 if f and tuple(f["fit_widths"]) == tuple(PRESET_FIT_WIDTHS[(arch, kind)])), None)
+
+
 def seeds_md(runs, rule) -> str:
-    """At the widest proxy, Muon vs AdamW at the rule's lrs on every seed both have: steps ratio (convergence.compare)."""
-    lines = ["### Muon vs AdamW at width 1024 at the rule's lrs (steps to AdamW's final eval loss)", ""]
+    """At the widest proxy, Muon vs AdamW at the presets' rule's lrs on every seed both have: steps ratio
+    (convergence.compare)."""
+    lines = ["### Muon vs AdamW at width 1024 at the presets' rule's lrs (steps to AdamW's final eval loss)", ""]
     for family in FAMILIES:
         picks = {}
         for kind in ("adamw", "muon"):
-            fit = (rule.get(f"{family}/{kind}") or {}).get("fit")
+            fit = preset_fit(rule, family, kind)
             if not fit:
                 continue
             lr = fit["lr_at_192"] * (1024 / 192) ** fit["width_exponent"]
