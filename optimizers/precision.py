@@ -12,8 +12,8 @@
   0.53-0.59x fp32's speed at every size from 256² to 2048². The probe times 512² GEMMs in both dtypes,
   interleaved, best of 5 (~30 ms, once per process and thread count), and picks bf16 only when it is at least
   `BF16_MARGIN` times faster: on a tie fp32 wins (it is the more accurate). Both dtypes are timed under the same
-  load, so a busy machine slows both alike and the ratio stays far from the threshold on every machine measured
-  (0.55x, 4.6x; AMX machines several x).
+  load, so a busy machine slows both alike and the ratio stays far from the threshold on both machines measured
+  (0.55-0.62x, 4.2-4.6x; under the lr study's load, 2 threads, 0.81-0.85x).
 
 `auto_dtype` returns the dtype and the reason (with the measured ratio), which `Muon.describe` records.
 """
