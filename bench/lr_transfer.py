@@ -119,13 +119,18 @@ def fit_power(points: dict[int, float]) -> tuple[float, float]:
     return math.exp(my - alpha * mx), alpha
 
 
-def preset_rule_lr(family: str, kind: str, bests: dict[int, float], width: int) -> float:
-    """The lr the presets' rule gives at ``width`` in the study's condition: ``bests`` (width -> best lr) fitted
-    through the widths configs/lr_rule.py's exponent for (family, kind) was fitted through."""
+def rule_fit_widths(family: str, kind: str) -> tuple[int, ...]:
+    """The widths configs/lr_rule.py's exponent for (family, kind) was fitted through: the rule the presets follow."""
     from configs.lr_rule import FIT_WIDTHS as RULE_FIT_WIDTHS, STUDY_FAMILIES
 
     arch = next(a for a, f in STUDY_FAMILIES.items() if f == family)
-    c, alpha = fit_power({w: bests[w] for w in RULE_FIT_WIDTHS[(arch, kind)] if w in bests})
+    return tuple(RULE_FIT_WIDTHS[(arch, kind)])
+
+
+def preset_rule_lr(family: str, kind: str, bests: dict[int, float], width: int) -> float:
+    """The lr the presets' rule gives at ``width`` in the study's condition: ``bests`` (width -> best lr) fitted
+    through `rule_fit_widths`."""
+    c, alpha = fit_power({w: bests[w] for w in rule_fit_widths(family, kind) if w in bests})
     return c * (width / 192) ** alpha
 
 

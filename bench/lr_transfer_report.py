@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import convergence  # noqa: E402
 from mamba_trainer.rundir import RunConfig  # noqa: E402
-from lr_transfer import BASE, FAMILIES, FIT_WIDTHS, best_lr, condition_name, fit_power  # noqa: E402
+from lr_transfer import (BASE, FAMILIES, FIT_WIDTHS, best_lr, condition_name, fit_power,  # noqa: E402
+                         rule_fit_widths)
 
 RUN_RE = re.compile(r"^(adamw|muon)(?:_(.+))?_lr([0-9.e+-]+)_seed(\d+)$")
 SIZE_RE = re.compile(r"^proxy-(\w+)-(\d+)$")
@@ -217,14 +218,10 @@ def trend_exponents(trend) -> dict:
 
 
 def preset_fit(rule, family: str, kind: str) -> dict | None:
-    """The fit (rule.json "fit" or "fit_all") through the widths configs/lr_rule.py's exponent for (family, kind)
-    was fitted through: the rule the presets follow."""
-    from configs.lr_rule import FIT_WIDTHS as PRESET_FIT_WIDTHS, STUDY_FAMILIES
-
-    arch = next(a for a, f in STUDY_FAMILIES.items() if f == family)
+    """The fit (rule.json "fit" or "fit_all") through `rule_fit_widths`: the rule the presets follow."""
     entry = rule.get(f"{family}/{kind}") or {}
     return next((f for f in (entry.get("fit"), entry.get("fit_all"))
-                 if f and tuple(f["fit_widths"]) == tuple(PRESET_FIT_WIDTHS[(arch, kind)])), None)
+                 if f and tuple(f["fit_widths"]) == rule_fit_widths(family, kind)), None)
 
 
 def seeds_md(runs, rule) -> str:

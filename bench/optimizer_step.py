@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from optimizers import Muon  # noqa: E402
 from optimizers.newton_schulz import ns_flops  # noqa: E402
 from optimizers.orthogonalize import orthogonalize  # noqa: E402
-from optimizers.precision import NATIVE_BF16_FLAGS, auto_dtype, cpu_flags  # noqa: E402
+from optimizers.precision import auto_dtype, has_native_bf16  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
@@ -170,8 +170,7 @@ def main(argv=None) -> None:
 
     shapes = parse_shapes(args.shapes) if args.shapes else model_shapes(args.model_size)
     device = torch.device(args.device)
-    flags = cpu_flags()
-    native_bf16 = any(f in flags for f in NATIVE_BF16_FLAGS)
+    native_bf16 = has_native_bf16()
     print(f"# {args.shapes and 'shapes' or args.model_size}: {len(shapes)} Muon matrices "
           f"({sum(torch.Size(s).numel() for s in shapes) / 1e6:.1f}M params)")
     print(f"# {describe_machine()}")
