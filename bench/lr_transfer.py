@@ -58,6 +58,9 @@ BASE = {"steps": 300, "batch": 4, "seq_len": 256, "eval_every": 30, "eval_exampl
 ANCHOR = {"adamw": 1e-3, "muon": 1e-2}
 START_GRID = {"adamw": (-1, 0, 1, 2, 3), "muon": (-1, 0, 1, 2, 3)}  # exponents: 5e-4..8e-3 and 5e-3..8e-2
 MAX_EXTEND = 2
+#: seconds the slots stay closed at start, while finished runs are reused (no slot) and every stage queues its
+#: first new run; a resumed study then starts its runs in stage order
+HOLD_SECONDS = 5.0
 
 
 def grid_lr(kind: str, k: int) -> float:
@@ -136,10 +139,13 @@ def preset_rule_lr(family: str, kind: str, bests: dict[int, float], width: int) 
 
 class Slots:
     """At most ``n`` runs at a time; waiting runs start in priority order (lower first; any comparable value),
-    then arrival order."""
+    then arrival order. Nothing starts before ``hold`` seconds have passed: on a resumed study every stage
+    reaches its first unfinished run within that time, so a later stage's run cannot take a slot first just
+    because its thread got there a moment earlier."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, hold: float = 0.0):
         self.free, self.waiting, self.cond, self.count = n, [], threading.Condition(), itertools.count()
+        self.open_at = time.monotonic() + hold
 
     def __enter__(self):
         return self
@@ -148,8 +154,8 @@ class Slots:
         with self.cond:
             ticket = (priority, next(self.count))
             heapq.heappush(self.waiting, ticket)
-            while self.free == 0 or self.waiting[0] != ticket:
-                self.cond.wait()
+            while self.free == 0 or self.waiting[0] != ticket or time.monotonic() < self.open_at:
+                self.cond.wait(max(self.open_at - time.monotonic(), 0) or None)
             heapq.heappop(self.waiting)
             self.free -= 1
             self.cond.notify_all()
@@ -169,7 +175,7 @@ class Study:
         os.environ["MAMBA_TRAINER_PRESETS"] = str(PROXIES)  # the proxies are sizes for every run and reuse check
         self.args = args
         self.out = Path(args.out)
-        self.slots = Slots(args.workers)
+        self.slots = Slots(args.workers, hold=HOLD_SECONDS)
         self.lock = threading.Lock()
         self.results: dict[str, dict] = {}
         self.dry = args.dry_run
@@ -191,7 +197,10 @@ class Study:
             return math.nan
         # narrow runs first within a stage: they are minutes each, and both families' fits need them
         order = (priority, int(size.rsplit("-", 1)[1]) * cfg.steps * cfg.batch)
-        r = self.slots.run(order, convergence.train_run, size, kind, lr, seed, cfg, adamw_lr)
+        if convergence.is_complete(Path(cfg.out) / size / convergence.run_name(kind, lr, seed, cfg.variant)):
+            r = convergence.train_run(size, kind, lr, seed, cfg, adamw_lr)  # reused: no slot needed
+        else:
+            r = self.slots.run(order, convergence.train_run, size, kind, lr, seed, cfg, adamw_lr)
         with self.lock:
             self.results[key] = {k: r[k] for k in ("size", "kind", "lr", "seed", "adamw_lr", "final", "status",
                                                    "steps", "train_seconds", "machine", "fused_blocks")}

@@ -124,6 +124,35 @@ def test_slots_start_waiting_runs_in_priority_order(lt):
     assert order == [1, 1, 2, 3]
 
 
+
+def test_slots_hold_lets_every_stage_queue_before_a_run_starts(lt):
+    """A resumed study: a later stage's thread reaches its first new run a moment before an earlier stage's.
+    Without the hold it would take a slot; with it, the runs start in stage order."""
+    slots, order = lt.Slots(2, hold=0.3), []
+    threads = [threading.Thread(target=slots.run, args=(p, order.append, p)) for p in (4, 4, 2, 3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join(5)
+    assert order[:2] == [2, 3] and sorted(order[2:]) == [4, 4]
+
+
+def test_a_finished_run_is_reused_without_waiting_for_a_slot(lt, monkeypatch, tmp_path):
+    monkeypatch.setenv("MAMBA_TRAINER_PRESETS", "")  # Study sets it; restored after the test
+    args = lt.parse(["--out", str(tmp_path), "--workers", "1"])
+    study = lt.Study(args)
+    study.slots.open_at = time.monotonic() + 60  # closed: a run that needs a slot would wait a minute
+    monkeypatch.setattr(lt.convergence, "is_complete", lambda run_dir: True)
+    summary = {"size": "proxy-hybrid-192", "kind": "adamw", "lr": 1e-3, "seed": 0, "adamw_lr": None, "final": 0.25,
+               "status": "completed", "steps": 300, "train_seconds": 1.0, "machine": {}, "fused_blocks": None}
+    monkeypatch.setattr(lt.convergence, "train_run", lambda *a: summary)
+    start = time.monotonic()
+    assert study.run(1, "proxy-hybrid-192", "adamw", 1e-3, 0, study.cfg(300, 4)) == 0.25
+    assert time.monotonic() - start < 30
+    assert json.loads((tmp_path / "study.json").read_text())["s300_b4/proxy-hybrid-192/adamw_lr0.001_seed0"][
+        "final"] == 0.25
+
 def fake_run(root, condition, size, name, final, steps=300):
     run = root / condition / size / name
     (run / "final").mkdir(parents=True)
