@@ -238,13 +238,15 @@ class Study:
         base = self.cfg(BASE["steps"], BASE["batch"])
         best = {"adamw": {}, "muon": {}}  # width -> refined best lr
 
-        def tune_width(width, priority, indices_of):
+        def tune_width(width, priority, indices_of, after_adamw=None):
             size = size_name(family, width)
             res_a = self.tune(priority, size, "adamw", indices_of("adamw"), base)
             grid_a, fine_a = best_lr(res_a)
             if grid_a is None:
                 return
             best["adamw"][width] = fine_a
+            if after_adamw is not None:
+                after_adamw()
             res_m = self.tune(priority, size, "muon", indices_of("muon"), base, adamw_lr=grid_a)
             grid_m, fine_m = best_lr(res_m)
             if grid_m is not None:
@@ -274,17 +276,25 @@ class Study:
             c, alpha = rule[kind]
             return grid_index(kind, c * (width / 192) ** alpha)
 
-        # stage 2: width 1,024 around the prediction
-        grids = tune_width(1024, 2, lambda kind: (predicted(kind, 1024) - 1, predicted(kind, 1024),
-                                                  predicted(kind, 1024) + 1))
-        # stage 3: a second seed at 1,024 at the lrs the presets' rule gives there (configs/lr_rule.py fits each
-        # side through FIT_WIDTHS: 192/512, or 192/512/1,024 where it was refitted), Muon's AdamW side as seed 0's
-        if grids is not None and grids[1] is not None:
-            size = size_name(family, 1024)
-            lr_a, lr_m = (grid_lr(kind, grid_index(kind, preset_rule_lr(family, kind, best[kind], 1024)))
-                          for kind in ("adamw", "muon"))
-            self.run(3, size, "adamw", lr_a, 1, base)
-            self.run(3, size, "muon", lr_m, 1, base, grids[0])
+        # stage 2: width 1,024 around the prediction; stage 3: a second seed at 1,024 at the lrs the presets'
+        # rule gives there (configs/lr_rule.py fits each side through FIT_WIDTHS: 192/512, or 192/512/1,024 where
+        # it was refitted), Muon's AdamW side as seed 0's. AdamW's second seed needs only AdamW's sweep, so it
+        # starts as soon as that is done, beside Muon's sweep; Muon's waits for Muon's sweep.
+        size = size_name(family, 1024)
+
+        def rule_point(kind):
+            return grid_lr(kind, grid_index(kind, preset_rule_lr(family, kind, best[kind], 1024)))
+
+        with ThreadPoolExecutor(1) as second_seed:
+            adamw_seed1 = []
+            grids = tune_width(1024, 2, lambda kind: (predicted(kind, 1024) - 1, predicted(kind, 1024),
+                                                      predicted(kind, 1024) + 1),
+                               after_adamw=lambda: adamw_seed1.append(second_seed.submit(
+                                   self.run, 3, size, "adamw", rule_point("adamw"), 1, base)))
+            if grids is not None and grids[1] is not None:
+                self.run(3, size, "muon", rule_point("muon"), 1, base, grids[0])
+            for future in adamw_seed1:
+                future.result()
 
         # stage 5: match_rms_adamw at the fit widths (that scale is made for AdamW's lr: centre on AdamW's best),
         # and Muon's AdamW side at half and twice AdamW's best at 512 (is "AdamW's own best" right for it?)

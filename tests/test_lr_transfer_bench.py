@@ -6,6 +6,7 @@ import json
 import math
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +109,40 @@ def test_stage_3_runs_at_the_presets_rule(lt, monkeypatch):
     assert lt.preset_rule_lr("mamba", "adamw", bests, 1024) == pytest.approx(c * (1024 / 192) ** alpha)
     assert lt.grid_lr("adamw", lt.grid_index("adamw", lt.preset_rule_lr("mamba", "adamw", bests, 1024))) == 2.5e-4
 
+
+
+def test_adamw_second_seed_runs_beside_muons_sweep_at_1024(lt, monkeypatch, tmp_path):
+    """The whole study on fake runs (a bowl in log2(lr) around a width-dependent best): stage 3's AdamW second
+    seed starts while stage 2's Muon sweep at 1,024 is still running (it needs only AdamW's sweep), and Muon's
+    second seed runs at the presets' rule's point with seed 0's AdamW side, after Muon's sweep."""
+    monkeypatch.setenv("MAMBA_TRAINER_PRESETS", "")
+    study = lt.Study(lt.parse(["--out", str(tmp_path), "--families", "hybrid"]))
+    optimum = {"adamw": {192: 8e-3, 512: 2e-3, 640: 1.5e-3, 1024: 5e-4}, "muon": {192: 2e-2, 512: 1e-2, 640: 1e-2,
+                                                                                1024: 5e-3}}
+    calls, lock, adamw_seed1_started = [], threading.Lock(), threading.Event()
+
+    def fake_run(priority, size, kind, lr, seed, cfg, adamw_lr=None):
+        width, key = int(size.rsplit("-", 1)[1]), (Path(cfg.out).name, cfg.variant)
+        with lock:
+            calls.append((priority, width, kind, lr, seed, adamw_lr, key))
+        if (width, kind, seed) == (1024, "adamw", 1):
+            adamw_seed1_started.set()
+        if (width, kind, seed, key) == (1024, "muon", 0, ("s300_b4", "")):
+            with lock:
+                calls.append(("seed 1 AdamW already started", adamw_seed1_started.wait(5)))
+        return 0.3 + 0.01 * math.log2(lr / optimum[kind][width]) ** 2
+
+    monkeypatch.setattr(study, "run", fake_run)
+    study.family("hybrid")
+    waited = [c[1] for c in calls if c[0] == "seed 1 AdamW already started"]
+    assert waited and all(waited)
+    seed1 = [c for c in calls if c[0] == 3]
+    adamw_lr = lt.grid_lr("adamw", lt.grid_index("adamw", lt.preset_rule_lr("hybrid", "adamw", {
+        w: optimum["adamw"][w] for w in (192, 512, 1024)}, 1024)))
+    assert (3, 1024, "adamw", adamw_lr, 1, None) in [c[:6] for c in seed1]
+    muon1 = [c for c in seed1 if c[2] == "muon"]
+    assert len(muon1) == 1 and muon1[0][5] == optimum["adamw"][1024]  # seed 0's AdamW side: AdamW's grid best
+    assert calls.index(muon1[0]) > max(i for i, c in enumerate(calls) if c[:3] == (2, 1024, "muon"))
 
 def test_slots_start_waiting_runs_in_priority_order(lt):
     slots, order, gate = lt.Slots(1), [], threading.Event()
