@@ -58,9 +58,10 @@ BASE = {"steps": 300, "batch": 4, "seq_len": 256, "eval_every": 30, "eval_exampl
 ANCHOR = {"adamw": 1e-3, "muon": 1e-2}
 START_GRID = {"adamw": (-1, 0, 1, 2, 3), "muon": (-1, 0, 1, 2, 3)}  # exponents: 5e-4..8e-3 and 5e-3..8e-2
 MAX_EXTEND = 2
-#: seconds the slots stay closed at start, while finished runs are reused (no slot) and every stage queues its
-#: first new run; a resumed study then starts its runs in stage order
-HOLD_SECONDS = 5.0
+#: the slots stay closed at start for HOLD_SECONDS, and until QUIET_SECONDS pass with no finished run reused (they
+#: take no slot) and no new run queued; a resumed study then starts its runs in stage order (walking ~80 finished
+#: runs took 6 s, 5 of them importing)
+HOLD_SECONDS, QUIET_SECONDS = 10.0, 5.0
 
 
 def grid_lr(kind: str, k: int) -> float:
@@ -139,13 +140,27 @@ def preset_rule_lr(family: str, kind: str, bests: dict[int, float], width: int) 
 
 class Slots:
     """At most ``n`` runs at a time; waiting runs start in priority order (lower first; any comparable value),
-    then arrival order. Nothing starts before ``hold`` seconds have passed: on a resumed study every stage
-    reaches its first unfinished run within that time, so a later stage's run cannot take a slot first just
-    because its thread got there a moment earlier."""
+    then arrival order. The first run starts only after ``hold`` seconds and once nothing has arrived (a waiting
+    run, or a finished one reused: `touch`) for ``quiet`` seconds: a resumed study first walks through its
+    finished runs, and every stage must reach its first unfinished run before any starts, or a later stage's run
+    takes a slot just because its thread got there first."""
 
-    def __init__(self, n: int, hold: float = 0.0):
+    def __init__(self, n: int, hold: float = 0.0, quiet: float = 0.0):
         self.free, self.waiting, self.cond, self.count = n, [], threading.Condition(), itertools.count()
-        self.open_at = time.monotonic() + hold
+        self.open_at, self.quiet, self.last = time.monotonic() + hold, quiet, time.monotonic()
+        self.opened = hold <= 0 and quiet <= 0
+
+    def touch(self) -> None:
+        with self.cond:
+            self.last = time.monotonic()
+
+    def _closed_for(self) -> float:
+        """Seconds until the first run may start (0 once one has)."""
+        if self.opened:
+            return 0.0
+        wait = max(self.open_at, self.last + self.quiet) - time.monotonic()
+        self.opened = wait <= 0
+        return max(wait, 0.0)
 
     def __enter__(self):
         return self
@@ -154,8 +169,9 @@ class Slots:
         with self.cond:
             ticket = (priority, next(self.count))
             heapq.heappush(self.waiting, ticket)
-            while self.free == 0 or self.waiting[0] != ticket or time.monotonic() < self.open_at:
-                self.cond.wait(max(self.open_at - time.monotonic(), 0) or None)
+            self.last = time.monotonic()
+            while (closed := self._closed_for()) or self.free == 0 or self.waiting[0] != ticket:
+                self.cond.wait(closed or None)
             heapq.heappop(self.waiting)
             self.free -= 1
             self.cond.notify_all()
@@ -175,7 +191,7 @@ class Study:
         os.environ["MAMBA_TRAINER_PRESETS"] = str(PROXIES)  # the proxies are sizes for every run and reuse check
         self.args = args
         self.out = Path(args.out)
-        self.slots = Slots(args.workers, hold=HOLD_SECONDS)
+        self.slots = Slots(args.workers, hold=HOLD_SECONDS, quiet=QUIET_SECONDS)
         self.lock = threading.Lock()
         self.results: dict[str, dict] = {}
         self.dry = args.dry_run
@@ -198,6 +214,7 @@ class Study:
         # narrow runs first within a stage: they are minutes each, and both families' fits need them
         order = (priority, int(size.rsplit("-", 1)[1]) * cfg.steps * cfg.batch)
         if convergence.is_complete(Path(cfg.out) / size / convergence.run_name(kind, lr, seed, cfg.variant)):
+            self.slots.touch()
             r = convergence.train_run(size, kind, lr, seed, cfg, adamw_lr)  # reused: no slot needed
         else:
             r = self.slots.run(order, convergence.train_run, size, kind, lr, seed, cfg, adamw_lr)

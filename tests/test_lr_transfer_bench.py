@@ -173,6 +173,22 @@ def test_slots_hold_lets_every_stage_queue_before_a_run_starts(lt):
     assert order[:2] == [2, 3] and sorted(order[2:]) == [4, 4]
 
 
+
+def test_slots_stay_closed_while_finished_runs_are_still_being_reused(lt):
+    """Past the hold, a reuse (`touch`) keeps the slots closed for ``quiet`` more seconds, so a stage whose walk
+    through its finished runs takes longer still gets its new run queued before a later stage's starts."""
+    slots, order = lt.Slots(1, hold=0.1, quiet=0.4), []
+    late = threading.Thread(target=slots.run, args=(4, order.append, 4))
+    late.start()
+    for _ in range(3):  # an earlier stage reusing finished runs, past the hold
+        time.sleep(0.15)
+        slots.touch()
+    early = threading.Thread(target=slots.run, args=(2, order.append, 2))
+    early.start()
+    for t in (late, early):
+        t.join(5)
+    assert order == [2, 4]
+
 def test_a_finished_run_is_reused_without_waiting_for_a_slot(lt, monkeypatch, tmp_path):
     monkeypatch.setenv("MAMBA_TRAINER_PRESETS", "")  # Study sets it; restored after the test
     args = lt.parse(["--out", str(tmp_path), "--workers", "1"])
