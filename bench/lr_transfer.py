@@ -204,16 +204,17 @@ class Study:
                                threads=self.args.threads, keep_weights=False, resumable=True)
 
     def run(self, priority: int, size: str, kind: str, lr: float, seed: int, cfg, adamw_lr=None) -> float:
-        key = f"{Path(cfg.out).name}/{size}/{convergence.run_name(kind, lr, seed, cfg.variant)}"
+        run_dir = Path(cfg.out) / size / convergence.run_name(kind, lr, seed, cfg.variant)
+        key = f"{Path(cfg.out).name}/{size}/{run_dir.name}"
+        done = convergence.is_complete(run_dir)
         if self.dry:
-            run_dir = Path(cfg.out) / size / convergence.run_name(kind, lr, seed, cfg.variant)
-            if convergence.is_complete(run_dir):
+            if done:
                 return convergence.summarize_run(convergence.read_metrics(run_dir))["final"]
             print(f"would run {key} (AdamW side {adamw_lr})")
             return math.nan
         # narrow runs first within a stage: they are minutes each, and both families' fits need them
         order = (priority, int(size.rsplit("-", 1)[1]) * cfg.steps * cfg.batch)
-        if convergence.is_complete(Path(cfg.out) / size / convergence.run_name(kind, lr, seed, cfg.variant)):
+        if done:
             self.slots.touch()
             r = convergence.train_run(size, kind, lr, seed, cfg, adamw_lr)  # reused: no slot needed
         else:
