@@ -15,10 +15,11 @@ Stages, in priority order (two runs at a time, one torch thread each; a stage's 
 1. widths 192 and 512, both families: AdamW and Muon over a 2x grid (extended past an edge best).
 2. width 1,024: three points of a 2x grid centred on the lr the 192/512 fit predicts (the rule under test).
 3. a second seed at 1,024 at the presets' rule's lrs: Muon's steps to AdamW's final loss (the issue's 0.65 target).
-4. horizon and batch at width 192: 1,200 steps (3 points), batch 16 (3 points); it needs only width 192's best,
-   so it runs beside stages 1-3 and 5-6, whose runs take the free slots first (only stage 7 waits for it).
-5. ``match_rms_adamw`` at 192 and 512 (3 points each).
-6. held-out width 640 at the predicted lr and one grid step either side.
+4. held-out width 640 at the lr the 192/512 fit predicts and one grid step either side (the rule where it was
+   not fitted).
+5. ``match_rms_adamw`` at 192 and 512 (3 points each); Muon's AdamW side at half and twice AdamW's best at 512.
+6. horizon and batch at width 192: 1,200 steps (3 points), batch 16 (3 points); it needs only width 192's best,
+   so it starts beside stages 1-5 and takes a slot only when none of theirs waits (only stage 7 waits for it).
 7. horizon 2,400 steps at 192, one seed, 2 points around the 1,200-step best.
 
 Base condition ("s300_b4"): 300 optimizer steps of 4 x 256 tokens, warmup 10%, cosine decay to 0 (the demo
@@ -233,7 +234,7 @@ class Study:
                                    indices))
         results = dict(zip((grid_lr(kind, k) for k in indices), finals))
         for _ in range(MAX_EXTEND):
-            if self.dry or any(math.isnan(v) for v in results.values()):
+            if any(math.isnan(v) for v in results.values()):  # a dry run follows finished extensions, then stops
                 break
             lr = convergence.next_lr(results, 2.0) if len(results) > 1 else None
             if lr is None:
@@ -242,14 +243,14 @@ class Study:
         return results
 
     def horizon_and_batch(self, family: str, fitted192) -> None:
-        """Stage 4: horizon and batch at 192, around the base condition's best (run beside stage 1's wider width)."""
+        """Stage 6: horizon and batch at 192, around the base condition's best (run beside stages 1-5)."""
         size = size_name(family, 192)
         g_a, g_m = fitted192
         for steps, batch, shifts in ((1200, 4, (-2, -1, 0)), (300, 16, (-1, 0, 1))):
             cfg = self.cfg(steps, batch)
-            res_a = self.tune(4, size, "adamw", [grid_index("adamw", g_a) + s for s in shifts], cfg)
+            res_a = self.tune(6, size, "adamw", [grid_index("adamw", g_a) + s for s in shifts], cfg)
             side = best_lr(res_a)[0]
-            self.tune(4, size, "muon", [grid_index("muon", g_m) + s for s in shifts], cfg, adamw_lr=side)
+            self.tune(6, size, "muon", [grid_index("muon", g_m) + s for s in shifts], cfg, adamw_lr=side)
 
     # ---- stages ----
     def family(self, family: str) -> None:
@@ -271,8 +272,8 @@ class Study:
                 best["muon"][width] = fine_m
             return grid_a, grid_m
 
-        # stage 4 needs only width 192's best: it runs beside everything after it (stages 1-3 and 5-6 keep the
-        # slots first, by priority); only stage 7 waits for it
+        # stage 6 needs only width 192's best: it runs beside everything after it (stages 1-5 keep the slots
+        # first, by priority); only stage 7 waits for it
         fitted = {FIT_WIDTHS[0]: tune_width(FIT_WIDTHS[0], 1, START_GRID.get)}
         with ThreadPoolExecutor(1) as pool:
             horizon = pool.submit(self.horizon_and_batch, family, fitted[FIT_WIDTHS[0]]) \
@@ -287,7 +288,7 @@ class Study:
         self.longest_horizon(family)
 
     def after_fit(self, family, base, best, fitted, tune_width) -> None:
-        """Stages 2, 3, 5 and 6: everything that needs the 192/512 fit."""
+        """Stages 2-5: everything that needs the 192/512 fit."""
         rule = {kind: fit_power(best[kind]) for kind in ("adamw", "muon")}
 
         def predicted(kind, width):
@@ -314,6 +315,16 @@ class Study:
             for future in adamw_seed1:
                 future.result()
 
+        # stage 4: held-out width 640 at the lrs the 192/512 fit predicts and one step either side; Muon's AdamW
+        # side is the predicted AdamW lr, so both sweeps are queued at once
+        size = size_name(family, 640)
+        with ThreadPoolExecutor(2) as pool:
+            sweeps = [pool.submit(self.tune, 4, size, "adamw", [predicted("adamw", 640) + s for s in (-1, 0, 1)], base),
+                      pool.submit(self.tune, 4, size, "muon", [predicted("muon", 640) + s for s in (-1, 0, 1)], base,
+                                  grid_lr("adamw", predicted("adamw", 640)))]
+            for sweep in sweeps:
+                sweep.result()
+
         # stage 5: match_rms_adamw at the fit widths (that scale is made for AdamW's lr: centre on AdamW's best),
         # and Muon's AdamW side at half and twice AdamW's best at 512 (is "AdamW's own best" right for it?)
         rms = self.cfg(BASE["steps"], BASE["batch"], variant="rms", extra="--adjust_lr match_rms_adamw")
@@ -325,12 +336,6 @@ class Study:
         for factor in (0.5, 2.0):
             side = self.cfg(BASE["steps"], BASE["batch"], variant=f"side_x{factor:g}")
             self.run(5, size_name(family, 512), "muon", g_m, 0, side, g_a * factor)
-
-        # stage 6: held-out width 640 at the predicted lrs and one step either side
-        size = size_name(family, 640)
-        res_a = self.tune(6, size, "adamw", [predicted("adamw", 640) + s for s in (-1, 0, 1)], base)
-        self.tune(6, size, "muon", [predicted("muon", 640) + s for s in (-1, 0, 1)], base,
-                  adamw_lr=grid_lr("adamw", predicted("adamw", 640)))
 
     def longest_horizon(self, family: str) -> None:
         """Stage 7: horizon 2,400 at 192, one seed, the 1,200-step best and half of it."""

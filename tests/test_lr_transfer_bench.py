@@ -146,6 +146,52 @@ def test_adamw_second_seed_runs_beside_muons_sweep_at_1024(lt, monkeypatch, tmp_
     assert calls.index(muon1[0]) > max(i for i, c in enumerate(calls) if c[:3] == (2, 1024, "muon"))
 
 
+def test_held_out_width_runs_before_match_rms_and_horizon_yields_to_both(lt, monkeypatch, tmp_path):
+    """The stages' priorities follow the issue's order of importance: the held-out width 640 (the width rule's
+    test where it was not fitted) is stage 4 and starts before stage 5's ``match_rms_adamw`` and side runs; the
+    192-wide horizon/batch runs (stage 6) start beside them but take a slot only after every earlier stage's."""
+    monkeypatch.setenv("MAMBA_TRAINER_PRESETS", "")
+    study = lt.Study(lt.parse(["--out", str(tmp_path), "--families", "mamba"]))
+    optimum = {"adamw": 4e-3, "muon": 2e-2}
+    calls, lock = [], threading.Lock()
+
+    def fake_run(priority, size, kind, lr, seed, cfg, adamw_lr=None):
+        with lock:
+            calls.append((priority, int(size.rsplit("-", 1)[1]), kind, cfg.variant, Path(cfg.out).name, adamw_lr))
+        return 0.3 + 0.01 * math.log2(lr / optimum[kind]) ** 2
+
+    monkeypatch.setattr(study, "run", fake_run)
+    study.family("mamba")
+    by_stage = {p: [c for c in calls if c[0] == p] for p in range(1, 8)}
+    assert {c[1] for c in by_stage[4]} == {640} and {c[2] for c in by_stage[4]} == {"adamw", "muon"}
+    assert {c[3] for c in by_stage[5]} == {"rms", "side_x0.5", "side_x2"}
+    assert {c[4] for c in by_stage[6]} == {"s1200_b4", "s300_b16"} and {c[1] for c in by_stage[6]} == {192}
+    assert max(calls.index(c) for c in by_stage[4]) < min(calls.index(c) for c in by_stage[5])
+    # the held-out Muon runs take the AdamW lr the fit predicts at 640 (a flat optimum: the fit's own lr)
+    assert {c[5] for c in by_stage[4] if c[2] == "muon"} == {lt.grid_lr("adamw", lt.grid_index("adamw", 4e-3))}
+
+
+def test_dry_run_follows_a_finished_extension(lt, monkeypatch, tmp_path):
+    """A dry run lists what a real one would launch: past a grid whose best sat on an edge, the finished
+    extension is read too (so later stages are centred on the same best), and the first unfinished point is
+    listed, not run."""
+    monkeypatch.setenv("MAMBA_TRAINER_PRESETS", "")
+    study = lt.Study(lt.parse(["--out", str(tmp_path), "--dry_run"]))
+    finished = {4e-3: 0.40, 8e-3: 0.35, 1.6e-2: 0.30, 3.2e-2: 0.32}  # 3.2e-2 is the finished extension
+    asked = []
+
+    def fake_run(priority, size, kind, lr, seed, cfg, adamw_lr=None):
+        asked.append(lr)
+        return finished.get(lr, math.nan)
+
+    monkeypatch.setattr(study, "run", fake_run)
+    got = study.tune(1, "proxy-mamba-192", "adamw", [2, 3, 4], study.cfg(300, 4))
+    assert got == finished and lt.best_lr(got)[0] == 1.6e-2
+    finished.pop(3.2e-2)
+    got = study.tune(1, "proxy-mamba-192", "adamw", [2, 3, 4], study.cfg(300, 4))
+    assert math.isnan(got[3.2e-2]) and asked.count(3.2e-2) == 2 and 6.4e-2 not in asked
+
+
 def test_slots_start_waiting_runs_in_priority_order(lt):
     slots, order, gate = lt.Slots(1), [], threading.Event()
     holder = threading.Thread(target=slots.run, args=(0, gate.wait))
