@@ -70,6 +70,21 @@ def within(predicted: float, measured: float, factor: float = 2.0) -> bool:
     return max(predicted / measured, measured / predicted) <= factor * (1 + 1e-9)
 
 
+def loss_at(results: dict[float, float], lr: float) -> float | None:
+    """The final loss a sweep puts at ``lr``: linear in log2(lr) between the two measured lrs around it; None
+    outside the measured range (or next to a diverged run).
+
+    >>> loss_at({1e-3: 2.0, 4e-3: 3.0}, 2e-3), loss_at({1e-3: 2.0, 4e-3: 3.0}, 8e-3)
+    (2.5, None)
+    """
+    lrs = sorted(results)
+    for lo, hi in zip(lrs, lrs[1:]):
+        if lo <= lr <= hi and math.isfinite(results[lo]) and math.isfinite(results[hi]):
+            t = math.log2(lr / lo) / math.log2(hi / lo)
+            return results[lo] + t * (results[hi] - results[lo])
+    return results[lr] if lrs and lr in (lrs[0], lrs[-1]) and math.isfinite(results[lr]) else None
+
+
 def rule_from(table) -> dict:
     """Per family and optimizer: the best lr at each width of the base condition, the power law fitted through the
     fit widths, and how its prediction compares with the measured best at every other width."""
@@ -88,21 +103,27 @@ def rule_from(table) -> dict:
             if len(fit) < 2:
                 rule[f"{family}/{kind}"] = {"best": best, "fit": None}
                 continue
-            rule[f"{family}/{kind}"] = {"best": best, **fit_and_check(fit, best)}
+            res = {w: table[(BASE_CONDITION, family, kind, "", w)] for w in best}
+            rule[f"{family}/{kind}"] = {"best": best, **fit_and_check(fit, best, res)}
             # the rule the presets take: refitted through every settled sweep width (1,024 once its grid has a
             # minimum inside it), then checked only at the held-out widths
             wide = {w: best[w]["refined"] for w in RULE_WIDTHS if w in best and best[w]["settled"]}
             if len(wide) > len(fit) and set(fit) <= set(wide):
-                every = fit_and_check(wide, {w: b for w, b in best.items() if w not in wide})
+                every = fit_and_check(wide, {w: b for w, b in best.items() if w not in wide}, res)
                 rule[f"{family}/{kind}"].update(fit_all=every["fit"], checks_all=every["checks"])
     return rule
 
 
-def fit_and_check(fit: dict[int, float], best: dict) -> dict:
-    """{"fit": the power law through ``fit`` (width -> best lr), "checks": its prediction against each of ``best``}."""
+def fit_and_check(fit: dict[int, float], best: dict, sweeps: dict[int, dict[float, float]]) -> dict:
+    """{"fit": the power law through ``fit`` (width -> best lr), "checks": its prediction against each of ``best``,
+    and what it costs there: the sweep's loss at the predicted lr less its best loss (None outside the sweep)}."""
     c, alpha = fit_power(fit)
-    checks = {w: {"predicted": c * (w / 192) ** alpha, "measured": b["refined"],
-                  "within_2x": within(c * (w / 192) ** alpha, b["refined"])} for w, b in best.items()}
+    checks = {}
+    for w, b in best.items():
+        predicted = c * (w / 192) ** alpha
+        at = loss_at(sweeps[w], predicted)
+        checks[w] = {"predicted": predicted, "measured": b["refined"], "within_2x": within(predicted, b["refined"]),
+                     "loss_cost": None if at is None else round(at - min(sweeps[w].values()), 4)}
     return {"fit": {"lr_at_192": c, "width_exponent": alpha, "fit_widths": sorted(fit)}, "checks": checks}
 
 
@@ -111,9 +132,11 @@ def fmt_lr(lr):
 
 
 def check_cells(r: dict, w: int, chk: dict) -> str:
-    """The cells "width | predicted | measured best | within 2x |" of one check of a fit."""
+    """The cells "width | predicted | measured best | within 2x | loss cost |" of one check of a fit."""
     mark = "" if r["best"][w]["settled"] else " (grid unfinished or best on its edge)"
-    return f"{w} | {chk['predicted']:.3g} | {chk['measured']:.3g}{mark} | {'yes' if chk['within_2x'] else 'no'} |"
+    cost = "outside the sweep" if chk["loss_cost"] is None else f"{chk['loss_cost']:+.3f}"
+    return (f"{w} | {chk['predicted']:.3g} | {chk['measured']:.3g}{mark} | {'yes' if chk['within_2x'] else 'no'} | "
+            f"{cost} |")
 
 
 def tables_md(table, rule) -> str:
@@ -140,11 +163,14 @@ def tables_md(table, rule) -> str:
             lines.append("")
     lines += ["### The fitted rule (lr = c x (width/192)^alpha, fitted on widths "
               f"{', '.join(map(str, FIT_WIDTHS))}) and how it predicts every width", "",
-              "| family / optimizer | c (lr at 192) | alpha | width | predicted | measured best | within 2x |",
-              "|---|---|---|---|---|---|---|"]
+              "The loss cost is the sweep's final loss at the predicted lr (linear in log2(lr) between the two "
+              "runs around it) less its best run's: what following the rule costs there, in nats.", "",
+              "| family / optimizer | c (lr at 192) | alpha | width | predicted | measured best | within 2x | "
+              "loss cost |",
+              "|---|---|---|---|---|---|---|---|"]
     for key, r in rule.items():
         if not r["fit"]:
-            lines.append(f"| {key} | not fitted yet ({len(r['best'])} widths done) | | | | | |")
+            lines.append(f"| {key} | not fitted yet ({len(r['best'])} widths done) | | | | | | |")
             continue
         provisional = "" if all(r["best"][w]["settled"] for w in r["fit"]["fit_widths"]) else " (provisional)"
         for w, chk in sorted(r["checks"].items()):
@@ -155,14 +181,14 @@ def tables_md(table, rule) -> str:
         lines += ["", "### The rule refitted through every settled sweep width (what `configs/lr_rule.py` takes), "
                   "checked at the held-out widths", "",
                   "| family / optimizer | fitted on widths | c (lr at 192) | alpha | held-out width | predicted | "
-                  "measured best | within 2x |", "|---|---|---|---|---|---|---|---|"]
+                  "measured best | within 2x | loss cost |", "|---|---|---|---|---|---|---|---|---|"]
         for key, r in refits.items():
             f = r["fit_all"]
             widths = ", ".join(map(str, f["fit_widths"]))
             head = f"| {key} | {widths} | {f['lr_at_192']:.3g} | {f['width_exponent']:+.2f} |"
             checks = sorted(r["checks_all"].items()) or [(None, None)]
             for w, chk in checks:
-                lines.append(head + (" none run yet | | | |" if chk is None else " " + check_cells(r, w, chk)))
+                lines.append(head + (" none run yet | | | | |" if chk is None else " " + check_cells(r, w, chk)))
     return "\n".join(lines) + "\n"
 
 

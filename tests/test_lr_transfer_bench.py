@@ -296,6 +296,9 @@ def test_report_fits_the_rule_and_checks_each_width(report, tmp_path):
     refit = report.rule_from(table)["hybrid/adamw"]
     assert refit["fit_all"]["fit_widths"] == [192, 512, 1024] and list(refit["checks_all"]) == [640]
     assert refit["checks_all"][640]["measured"] == pytest.approx(1e-3) and refit["checks_all"][640]["within_2x"]
+    # what the rule costs at 640: the bowl at 1.2e-3, read linearly in log2(lr) between 1e-3 and 2e-3
+    assert refit["checks_all"][640]["loss_cost"] == pytest.approx(0.1 * math.log2(1.2e-3 / 1e-3), abs=2e-3)
+    assert refit["checks"][192]["loss_cost"] is not None and refit["checks"][192]["loss_cost"] >= 0
     assert "held-out width" in report.tables_md(table, report.rule_from(table))
 
 
