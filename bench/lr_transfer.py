@@ -144,7 +144,8 @@ class Slots:
     then arrival order. The first run starts only after ``hold`` seconds and once nothing has arrived (a waiting
     run, or a finished one reused: `touch`) for ``quiet`` seconds: a resumed study first walks through its
     finished runs, and every stage must reach its first unfinished run before any starts, or a later stage's run
-    takes a slot just because its thread got there first."""
+    takes a slot just because its thread got there first. A freed slot waits ``quiet`` seconds too, for the same
+    reason: the thread whose run just ended queues its next (often an earlier stage's) a moment later."""
 
     def __init__(self, n: int, hold: float = 0.0, quiet: float = 0.0):
         self.free, self.waiting, self.cond, self.count = n, [], threading.Condition(), itertools.count()
@@ -181,6 +182,7 @@ class Slots:
         finally:
             with self.cond:
                 self.free += 1
+                self.last, self.opened = time.monotonic(), self.quiet <= 0
                 self.cond.notify_all()
 
     def __exit__(self, *exc):

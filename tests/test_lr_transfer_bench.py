@@ -236,6 +236,29 @@ def test_slots_stay_closed_while_finished_runs_are_still_being_reused(lt):
     assert order == [2, 4]
 
 
+def test_a_freed_slot_goes_to_the_next_run_of_an_earlier_stage_queued_just_after(lt):
+    """A run of stage 4 ends; its thread queues stage 5's first run a moment later. A stage-6 run has been waiting
+    all along: without the quiet period after a release it takes the freed slot first (seen in the study's log)."""
+    slots, order, gate = lt.Slots(1, quiet=0.3), [], threading.Event()
+    slots.opened = True  # past the start: only the release's quiet period is under test
+
+    def stage_4_then_5():
+        slots.run(4, gate.wait)
+        time.sleep(0.05)  # the thread's own work between its runs
+        slots.run(5, order.append, 5)
+
+    first = threading.Thread(target=stage_4_then_5)
+    first.start()
+    time.sleep(0.05)
+    late = threading.Thread(target=slots.run, args=(6, order.append, 6))
+    late.start()
+    time.sleep(0.05)
+    gate.set()
+    for t in (first, late):
+        t.join(5)
+    assert order == [5, 6]
+
+
 def test_a_finished_run_is_reused_without_waiting_for_a_slot(lt, monkeypatch, tmp_path):
     monkeypatch.setenv("MAMBA_TRAINER_PRESETS", "")  # Study sets it; restored after the test
     args = lt.parse(["--out", str(tmp_path), "--workers", "1"])
