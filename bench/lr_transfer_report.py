@@ -82,7 +82,7 @@ def loss_at(results: dict[float, float], lr: float) -> float | None:
         if lo <= lr <= hi and math.isfinite(results[lo]) and math.isfinite(results[hi]):
             t = math.log2(lr / lo) / math.log2(hi / lo)
             return results[lo] + t * (results[hi] - results[lo])
-    return results[lr] if lrs and lr in (lrs[0], lrs[-1]) and math.isfinite(results[lr]) else None
+    return None
 
 
 def rule_from(table) -> dict:
@@ -123,7 +123,7 @@ def fit_and_check(fit: dict[int, float], best: dict, sweeps: dict[int, dict[floa
         predicted = c * (w / 192) ** alpha
         at = loss_at(sweeps[w], predicted)
         checks[w] = {"predicted": predicted, "measured": b["refined"], "within_2x": within(predicted, b["refined"]),
-                     "loss_cost": None if at is None else round(at - min(sweeps[w].values()), 4)}
+                     "loss_cost": None if at is None else round(at - min(filter(math.isfinite, sweeps[w].values())), 4)}
     return {"fit": {"lr_at_192": c, "width_exponent": alpha, "fit_widths": sorted(fit)}, "checks": checks}
 
 
