@@ -40,8 +40,6 @@ def test_doctests(lt, report):
 
 @pytest.mark.parametrize("family", ["hybrid", "mamba"])
 @pytest.mark.parametrize("width", [192, 512, 640, 768, 1024])
-
-
 def test_proxy_is_the_named_size_at_its_width(proxies, family, width):
     """Each proxy in proxies.yaml is ``proxy_size`` of its named size: 3 layers, the named size's head widths,
     state and expansion, the hybrid's shared block used once; built, it has those shapes."""
@@ -341,8 +339,6 @@ def test_horizon_and_batch_exponents_come_from_settled_bests_only(report):
 
 
 @pytest.mark.parametrize("adamw_widths", [(192, 512), (192, 512, 1024)], ids=["fit", "refit"])
-
-
 def test_steps_ratio_at_1024_pairs_the_preset_rules_grid_points_by_seed(report, tmp_path, monkeypatch, adamw_widths):
     """The 0.65 target's table: at width 1,024, the grid point nearest the presets' rule on each side (the fit
     through the widths configs/lr_rule.py names), paired by seed; Muon's steps to AdamW's final loss over AdamW's
