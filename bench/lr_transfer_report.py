@@ -216,7 +216,9 @@ def horizon_md(table) -> tuple[str, dict]:
         lines += ["", "Power laws through the settled bests at width 192 (best lr ~ steps^h at batch "
                   f"{BASE['batch']}; ~ batch^b at {BASE['steps']} steps):", ""]
         for key, f in sorted(fits.items()):
-            parts = [f"{name} {f[name]:+.2f} (from {', '.join(f[name + '_from'])})" for name in ("h", "b") if name in f]
+            parts = [f"{name} {f[name]:+.2f} (from {', '.join(f[name + '_from'])}"
+                     + "".join(f"; {a} to {b}: {x:+.2f}" for a, b, x in f.get(name + "_local", [])) + ")"
+                     for name in ("h", "b") if name in f]
             lines.append(f"- {key}: " + "; ".join(parts))
     return "\n".join(lines) + "\n", trend
 
@@ -236,11 +238,64 @@ def trend_exponents(trend) -> dict:
             if len(pts) >= 2:
                 # fit_power fits lr = c * (x / 192) ** alpha: the exponent is the same for any reference point
                 out[name] = fit_power(pts)[1]
-                out[name + "_from"] = [condition_name(*((x, BASE["batch"]) if axis == 0 else (BASE["steps"], x)))
-                                       for x in sorted(pts)]
+                names = [condition_name(*((x, BASE["batch"]) if axis == 0 else (BASE["steps"], x))) for x in sorted(pts)]
+                out[name + "_from"] = names
+                if len(pts) >= 3:  # the exponent between neighbours: does the trend bend?
+                    xs = sorted(pts)
+                    out[name + "_local"] = [[names[i], names[i + 1], fit_power({x: pts[x] for x in xs[i:i + 2]})[1]]
+                                            for i in range(len(xs) - 1)]
         if out:
             fits[key] = out
     return fits
+
+
+#: the long-run presets the extrapolation table carries the trends to (the ones a user leaves a GPU busy with)
+EXTRAPOLATE_PRESETS = ("default", "muon_default")
+
+
+def extrapolate(rule, fits) -> list[dict]:
+    """What the measured trends give at each of ``EXTRAPOLATE_PRESETS``' horizon and tokens per step: the best lr at
+    width 512 (base condition) x (steps / base steps)^h x (tokens per step / base tokens per step)^b, per family and
+    side (Muon's AdamW side takes AdamW's trend), against the lr the preset states at width 512. ``h``/``b`` are the
+    width-192 exponents; a side without both, or without a best at 512, gives no row."""
+    from configs.model_configs import TRAINING_CONFIGS
+
+    base_tokens = BASE["batch"] * BASE["seq_len"]
+    rows = []
+    for name in EXTRAPOLATE_PRESETS:
+        cfg = TRAINING_CONFIGS[name]
+        steps = cfg["max_steps"]
+        tokens = cfg["per_device_train_batch_size"] * cfg["gradient_accumulation_steps"] * cfg["max_seq_length"]
+        sides = [("learning_rate", cfg["optimizer"])] + ([("adamw_lr", "adamw")] if cfg["optimizer"] == "muon" else [])
+        for family in FAMILIES:
+            for key, kind in sides:
+                best = ((rule.get(f"{family}/{kind}") or {}).get("best") or {}).get(512)
+                f = fits.get(f"{family}/{kind}") or {}
+                if not best or "h" not in f or "b" not in f:
+                    continue
+                lr = best["refined"] * (steps / BASE["steps"]) ** f["h"] * (tokens / base_tokens) ** f["b"]
+                rows.append({"preset": name, "family": family, "side": key, "kind": kind, "steps": steps,
+                             "tokens": tokens, "best_512": best["refined"], "h": f["h"], "b": f["b"],
+                             "trend_lr": lr, "preset_lr": cfg[key], "lr_width": cfg.get("lr_width")})
+    return rows
+
+
+def extrapolation_md(rows) -> str:
+    if not rows:
+        return ""
+    lines = ["### The trends carried to the presets' horizon and batch (at width 512)", "",
+             f"Best lr at width 512 ({BASE['steps']} steps of {BASE['batch'] * BASE['seq_len']:,} tokens) x "
+             "(steps / 300)^h x (tokens per step / 1,024)^b, with width 192's h and b: how far the presets' "
+             "horizon and batch sit from what was measured, and what the trends would say there.", "",
+             "| preset | family | side | steps (x measured) | tokens/step (x measured) | best at 512 | h | b "
+             "| trend's lr | preset's lr | preset / trend |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| `{r['preset']}` | {r['family']} | "
+                     f"{'AdamW side' if r['side'] == 'adamw_lr' else 'AdamW' if r['kind'] == 'adamw' else 'Muon'} | {r['steps']:,} "
+                     f"(x{r['steps'] / BASE['steps']:.0f}) | {r['tokens']:,} (x{r['tokens'] / (BASE['batch'] * BASE['seq_len']):.0f}) "
+                     f"| {r['best_512']:.3g} | {r['h']:+.2f} | {r['b']:+.2f} | {r['trend_lr']:.2g} | {r['preset_lr']:g} "
+                     f"| {r['preset_lr'] / r['trend_lr']:.2g} |")
+    return "\n".join(lines) + "\n"
 
 
 def preset_fit(rule, family: str, kind: str) -> dict | None:
@@ -329,10 +384,12 @@ def report(out: Path, plot_dir: Path | None = None) -> int:
     table = sweeps(runs)
     rule = rule_from(table)
     horizon, trend = horizon_md(table)
+    fits = trend_exponents(trend)
     md = "\n".join([f"# lr-transfer study: {len(runs)} finished runs", "", tables_md(table, rule), horizon,
-                    seeds_md(runs, rule)])
+                    extrapolation_md(extrapolate(rule, fits)), seeds_md(runs, rule)])
     (out / "summary.md").write_text(md)
-    rule["horizon_and_batch"] = trend_exponents(trend)
+    rule["horizon_and_batch"] = fits
+    rule["extrapolated_to_presets"] = extrapolate(rule, fits)
     (out / "rule.json").write_text(json.dumps(rule, indent=1, sort_keys=True, default=str) + "\n")
     plots = plot(table, trend, lambda f: (plot_dir or out) / f"lr_transfer_{f}.png")
     print(md)

@@ -37,6 +37,9 @@ FIT_WIDTHS: dict[tuple[str, str], tuple[int, ...]] = {
     ("zamba2", "muon"): (192, 512, 1024), ("zamba2", "adamw"): (192, 512, 1024),
     ("mamba2", "muon"): (192, 512, 1024), ("mamba2", "adamw"): (192, 512, 1024),
 }
+#: the proxy widths the rule (as fitted through FIT_WIDTHS) was checked at without seeing them: within 2x of the
+#: measured best lr there (rule.json "checks_all"; a test keeps this equal to it)
+HELD_OUT_WIDTHS: dict[tuple[str, str], tuple[int, ...]] = {pair: (640,) for pair in FIT_WIDTHS}
 #: the (architecture, side) pairs whose exponent the study fitted; the rest are the hypothesis
 MEASURED: frozenset = frozenset(FIT_WIDTHS)
 #: the study's name for each measured architecture (its rule.json keys are "<family>/<optimizer>")

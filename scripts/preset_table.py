@@ -5,7 +5,8 @@
 
 A Muon preset's cell is "Muon lr / AdamW-side lr"; an AdamW preset's is its lr. A preset with ``lr_width`` has its
 lrs carried to each size's width by ``configs/lr_rule.py``; the last column says whether that width lies inside the
-widths the rule was fitted at (``lr_rule.FIT_WIDTHS``, per architecture and side) or beyond them.
+widths the rule was fitted at (``lr_rule.FIT_WIDTHS``, per architecture and side), is a width the rule was checked at
+without being fitted there (``lr_rule.HELD_OUT_WIDTHS``), or lies beyond them.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ def cell(lrs: dict) -> str:
     return f"{lrs['learning_rate']:.2g} / {lrs['adamw_lr']:.2g}"
 
 
-def where_in(width: int, fitted: tuple[int, ...]) -> str:
-    """Whether ``width`` is one the rule was fitted at, between them, or beyond them (or the rule is the hypothesis)."""
+def where_in(width: int, fitted: tuple[int, ...], held_out: tuple[int, ...] = ()) -> str:
+    """Whether ``width`` is one the rule was fitted at, one it was checked at without seeing it (held out), between
+    fitted widths, or beyond them (or the rule is the hypothesis)."""
     if not fitted:
         return "hypothesis"
     if width in fitted:
         return "fitted"
+    if width in held_out:
+        return "held out, checked"
     return "between fitted widths" if min(fitted) <= width <= max(fitted) else "extrapolated"
 
 
@@ -46,7 +50,8 @@ def table() -> str:
         if size not in BUILTIN_MODELS:  # a presets file's own sizes (the lr study's proxies, a test's)
             continue
         width = entry["config"]["hidden_size"]
-        where = {side: where_in(width, lr_rule.FIT_WIDTHS.get((entry["architecture"], side), ()))
+        where = {side: where_in(width, lr_rule.FIT_WIDTHS.get((entry["architecture"], side), ()),
+                                lr_rule.HELD_OUT_WIDTHS.get((entry["architecture"], side), ()))
                  for side in ("muon", "adamw")}
         where = where["muon"] if where["muon"] == where["adamw"] else f"Muon {where['muon']}, AdamW {where['adamw']}"
         cells = [cell(preset_lrs(size, p)) for p in PRESETS]

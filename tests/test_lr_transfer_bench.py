@@ -335,7 +335,37 @@ def test_horizon_and_batch_exponents_come_from_settled_bests_only(report):
     fits = report.trend_exponents(trend)
     assert fits["hybrid/muon"]["h"] == pytest.approx(-0.5) and fits["hybrid/muon"]["b"] == pytest.approx(0.5)
     assert fits["hybrid/muon"]["h_from"] == ["s300_b4", "s1200_b4"] and fits["hybrid/muon"]["b_from"] == ["s300_b4", "s300_b16"]
-    assert "mamba/adamw" not in fits
+    assert "mamba/adamw" not in fits and "h_local" not in fits["hybrid/muon"]  # two horizons: no bend to show
+    # three settled horizons: the least-squares exponent, and the exponent between each pair of neighbours
+    trend["hybrid/muon"]["s2400_b4"] = point(0.01 * 0.5 ** 0.2)  # 2x steps: lr x 2^-0.2
+    fits = report.trend_exponents(trend)["hybrid/muon"]
+    assert [(a, b) for a, b, _ in fits["h_local"]] == [("s300_b4", "s1200_b4"), ("s1200_b4", "s2400_b4")]
+    assert [x for *_, x in fits["h_local"]] == pytest.approx([-0.5, -0.2])
+    assert -0.5 < fits["h"] < -0.2
+
+
+def test_trends_are_carried_to_the_presets_horizon_and_batch_from_the_best_at_512(report):
+    """default (AdamW, 100K steps of 32 x 1,024 tokens) and muon_default (60K steps): the best lr at width 512 x
+    (steps/300)^h x (tokens/1,024)^b per side, Muon's AdamW side on AdamW's trend; a family without both exponents
+    gives no row."""
+    from configs.model_configs import TRAINING_CONFIGS
+
+    rule = {"hybrid/adamw": {"best": {512: {"refined": 2e-3}}}, "hybrid/muon": {"best": {512: {"refined": 8e-3}}},
+            "mamba/adamw": {"best": {512: {"refined": 1e-3}}}}
+    fits = {"hybrid/adamw": {"h": -0.5, "b": 0.5}, "hybrid/muon": {"h": -1.0, "b": 0.0}, "mamba/adamw": {"h": -0.5}}
+    rows = {(r["preset"], r["family"], r["side"]): r for r in report.extrapolate(rule, fits)}
+    assert set(rows) == {("default", "hybrid", "learning_rate"), ("muon_default", "hybrid", "learning_rate"),
+                         ("muon_default", "hybrid", "adamw_lr")}
+    d, m = TRAINING_CONFIGS["default"], TRAINING_CONFIGS["muon_default"]
+    tokens = d["per_device_train_batch_size"] * d["gradient_accumulation_steps"] * d["max_seq_length"]
+    assert rows["default", "hybrid", "learning_rate"]["trend_lr"] == pytest.approx(
+        2e-3 * (d["max_steps"] / 300) ** -0.5 * (tokens / 1024) ** 0.5)
+    assert rows["muon_default", "hybrid", "learning_rate"]["trend_lr"] == pytest.approx(8e-3 * 300 / m["max_steps"])
+    side = rows["muon_default", "hybrid", "adamw_lr"]
+    assert side["kind"] == "adamw" and side["preset_lr"] == m["adamw_lr"]
+    assert side["trend_lr"] == pytest.approx(2e-3 * (m["max_steps"] / 300) ** -0.5 * (tokens / 1024) ** 0.5)
+    md = report.extrapolation_md(list(rows.values()))
+    assert "| `muon_default` | hybrid | AdamW side |" in md and report.extrapolation_md([]) == ""
 
 
 @pytest.mark.parametrize("adamw_widths", [(192, 512), (192, 512, 1024)], ids=["fit", "refit"])
