@@ -192,6 +192,38 @@ def tables_md(table, rule) -> str:
     return "\n".join(lines) + "\n"
 
 
+def variants_md(table) -> str:
+    """Stage 5: which Muon scale's best lr moves less from 192 to 512 (``original`` against ``match_rms_adamw``), and
+    Muon at 512 with its AdamW side at half, once and twice AdamW's best (at Muon's best grid lr)."""
+    lines = []
+    rows = []
+    for family in FAMILIES:
+        for variant, name in (("", "original"), ("rms", "match_rms_adamw")):
+            best = {w: best_lr(table.get((BASE_CONDITION, family, "muon", variant, w), {})) for w in FIT_WIDTHS}
+            if all(b[0] is not None for b in best.values()):
+                fine = {w: b[1] for w, b in best.items()}
+                edge = any(not inside(table[(BASE_CONDITION, family, "muon", variant, w)], best[w][0]) for w in FIT_WIDTHS)
+                rows.append(f"| {family} | `{name}` | " + " | ".join(f"{fine[w]:.3g}" for w in FIT_WIDTHS)
+                            + f" | {fit_power(fine)[1]:+.2f}{' (an edge best)' if edge else ''} |")
+    if rows:
+        lines += ["### Which Muon scale transfers across width (stage 5)", "",
+                  "| family | `adjust_lr` | " + " | ".join(f"best at {w}" for w in FIT_WIDTHS) + " | width exponent |",
+                  "|---|---|" + "---|" * len(FIT_WIDTHS) + "---|", *rows, ""]
+    rows = []
+    for family in FAMILIES:
+        sides = {f: table.get((BASE_CONDITION, family, "muon", f"side_x{f:g}", 512), {}) for f in (0.5, 2.0)}
+        if not any(sides.values()):
+            continue
+        lr = next(iter(sorted(set().union(*sides.values()))))
+        own = table.get((BASE_CONDITION, family, "muon", "", 512), {}).get(lr)
+        cells = [sides[0.5].get(lr), own, sides[2.0].get(lr)]
+        rows.append(f"| {family} | {lr:g} | " + " | ".join("" if v is None else f"{v:.4f}" for v in cells) + " |")
+    if rows:
+        lines += ["### Muon's AdamW side at width 512 (stage 5): final eval loss at Muon's best grid lr", "",
+                  "| family | Muon lr | AdamW side x0.5 | x1 (AdamW's best) | x2 |", "|---|---|---|---|---|", *rows, ""]
+    return "\n".join(lines)
+
+
 COND_RE = re.compile(r"^s(\d+)_b(\d+)$")
 
 
@@ -385,7 +417,7 @@ def report(out: Path, plot_dir: Path | None = None) -> int:
     rule = rule_from(table)
     horizon, trend = horizon_md(table)
     fits = trend_exponents(trend)
-    md = "\n".join([f"# lr-transfer study: {len(runs)} finished runs", "", tables_md(table, rule), horizon,
+    md = "\n".join([f"# lr-transfer study: {len(runs)} finished runs", "", tables_md(table, rule), variants_md(table), horizon,
                     extrapolation_md(extrapolate(rule, fits)), seeds_md(runs, rule)])
     (out / "summary.md").write_text(md)
     rule["horizon_and_batch"] = fits

@@ -344,6 +344,22 @@ def test_horizon_and_batch_exponents_come_from_settled_bests_only(report):
     assert -0.5 < fits["h"] < -0.2
 
 
+def test_stage_5_tables_compare_the_scales_width_exponents_and_the_adamw_side(report):
+    """match_rms_adamw's best halving from 192 to 512 is an exponent of log(0.5)/log(512/192) against original's 0;
+    the side table lines up x0.5 / x1 / x2 at Muon's lr, x1 from the plain sweep."""
+    base = report.BASE_CONDITION
+    bowl = lambda c: {c / 2: 0.5, c: 0.4, c * 2: 0.5}  # noqa: E731  (best exactly at c)
+    table = {(base, "hybrid", "muon", "", 192): bowl(0.01), (base, "hybrid", "muon", "", 512): bowl(0.01),
+             (base, "hybrid", "muon", "rms", 192): bowl(0.004), (base, "hybrid", "muon", "rms", 512): bowl(0.002),
+             (base, "hybrid", "muon", "side_x0.5", 512): {0.01: 0.45}, (base, "hybrid", "muon", "side_x2", 512): {0.01: 0.35}}
+    md = report.variants_md(table)
+    exp = math.log(0.5) / math.log(512 / 192)
+    assert "| hybrid | `original` | 0.01 | 0.01 | +0.00 |" in md
+    assert f"| hybrid | `match_rms_adamw` | 0.004 | 0.002 | {exp:+.2f} |" in md
+    assert "| hybrid | 0.01 | 0.4500 | 0.4000 | 0.3500 |" in md
+    assert "mamba" not in md and report.variants_md({}) == ""
+
+
 def test_trends_are_carried_to_the_presets_horizon_and_batch_from_the_best_at_512(report):
     """default (AdamW, 100K steps of 32 x 1,024 tokens) and muon_default (60K steps): the best lr at width 512 x
     (steps/300)^h x (tokens/1,024)^b per side, Muon's AdamW side on AdamW's trend; a family without both exponents
