@@ -214,7 +214,7 @@ def variants_md(table) -> str:
         sides = {f: table.get((BASE_CONDITION, family, "muon", f"side_x{f:g}", 512), {}) for f in (0.5, 2.0)}
         if not any(sides.values()):
             continue
-        lr = next(iter(sorted(set().union(*sides.values()))))
+        lr = min(set().union(*sides.values()))  # the study runs both sides at one lr: Muon's best grid lr at 512
         own = table.get((BASE_CONDITION, family, "muon", "", 512), {}).get(lr)
         cells = [sides[0.5].get(lr), own, sides[2.0].get(lr)]
         rows.append(f"| {family} | {lr:g} | " + " | ".join("" if v is None else f"{v:.4f}" for v in cells) + " |")
@@ -317,7 +317,8 @@ def extrapolation_md(rows) -> str:
         return ""
     lines = ["### The trends carried to the presets' horizon and batch (at width 512)", "",
              f"Best lr at width 512 ({BASE['steps']} steps of {BASE['batch'] * BASE['seq_len']:,} tokens) x "
-             "(steps / 300)^h x (tokens per step / 1,024)^b, with width 192's h and b: how far the presets' "
+             f"(steps / {BASE['steps']})^h x (tokens per step / {BASE['batch'] * BASE['seq_len']:,})^b, with width "
+             "192's h and b (least squares through every settled point): how far the presets' "
              "horizon and batch sit from what was measured, and what the trends would say there.", "",
              "| preset | family | side | steps (x measured) | tokens/step (x measured) | best at 512 | h | b "
              "| trend's lr | preset's lr | preset / trend |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -417,11 +418,12 @@ def report(out: Path, plot_dir: Path | None = None) -> int:
     rule = rule_from(table)
     horizon, trend = horizon_md(table)
     fits = trend_exponents(trend)
+    carried = extrapolate(rule, fits)
     md = "\n".join([f"# lr-transfer study: {len(runs)} finished runs", "", tables_md(table, rule), variants_md(table), horizon,
-                    extrapolation_md(extrapolate(rule, fits)), seeds_md(runs, rule)])
+                    extrapolation_md(carried), seeds_md(runs, rule)])
     (out / "summary.md").write_text(md)
     rule["horizon_and_batch"] = fits
-    rule["extrapolated_to_presets"] = extrapolate(rule, fits)
+    rule["extrapolated_to_presets"] = carried
     (out / "rule.json").write_text(json.dumps(rule, indent=1, sort_keys=True, default=str) + "\n")
     plots = plot(table, trend, lambda f: (plot_dir or out) / f"lr_transfer_{f}.png")
     print(md)
