@@ -195,8 +195,7 @@ def tables_md(table, rule) -> str:
 def variants_md(table) -> str:
     """Stage 5: which Muon scale's best lr moves less from 192 to 512 (``original`` against ``match_rms_adamw``), and
     Muon at 512 with its AdamW side at half, once and twice AdamW's best (at Muon's best grid lr)."""
-    lines = []
-    rows = []
+    lines, rows = [], []
     for family in FAMILIES:
         for variant, name in (("", "original"), ("rms", "match_rms_adamw")):
             best = {w: best_lr(table.get((BASE_CONDITION, family, "muon", variant, w), {})) for w in FIT_WIDTHS}
@@ -315,9 +314,10 @@ def extrapolate(rule, fits) -> list[dict]:
 def extrapolation_md(rows) -> str:
     if not rows:
         return ""
+    base_tokens = BASE["batch"] * BASE["seq_len"]
     lines = ["### The trends carried to the presets' horizon and batch (at width 512)", "",
-             f"Best lr at width 512 ({BASE['steps']} steps of {BASE['batch'] * BASE['seq_len']:,} tokens) x "
-             f"(steps / {BASE['steps']})^h x (tokens per step / {BASE['batch'] * BASE['seq_len']:,})^b, with width "
+             f"Best lr at width 512 ({BASE['steps']} steps of {base_tokens:,} tokens) x "
+             f"(steps / {BASE['steps']})^h x (tokens per step / {base_tokens:,})^b, with width "
              "192's h and b (least squares through every settled point): how far the presets' "
              "horizon and batch sit from what was measured, and what the trends would say there.", "",
              "| preset | family | side | steps (x measured) | tokens/step (x measured) | best at 512 | h | b "
@@ -325,7 +325,7 @@ def extrapolation_md(rows) -> str:
     for r in rows:
         lines.append(f"| `{r['preset']}` | {r['family']} | "
                      f"{'AdamW side' if r['side'] == 'adamw_lr' else 'AdamW' if r['kind'] == 'adamw' else 'Muon'} | {r['steps']:,} "
-                     f"(x{r['steps'] / BASE['steps']:.0f}) | {r['tokens']:,} (x{r['tokens'] / (BASE['batch'] * BASE['seq_len']):.0f}) "
+                     f"(x{r['steps'] / BASE['steps']:.0f}) | {r['tokens']:,} (x{r['tokens'] / base_tokens:.0f}) "
                      f"| {r['best_512']:.3g} | {r['h']:+.2f} | {r['b']:+.2f} | {r['trend_lr']:.2g} | {r['preset_lr']:g} "
                      f"| {r['preset_lr'] / r['trend_lr']:.2g} |")
     return "\n".join(lines) + "\n"
