@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import threading
 from dataclasses import dataclass, field, fields
 
 from transformers import HfArgumentParser, TrainingArguments
@@ -258,10 +259,17 @@ def preset_defaults(preset: dict) -> dict:
     return {**FRAMEWORK_DEFAULTS, **{flag_of(key): value for key, value in preset.items()}}
 
 
+#: HfArgumentParser builds its flags by writing each field's resolved type onto the dataclasses' shared ``Field``
+#: objects (and, for ``X | None``, the inner type over it), so two threads building a parser at once can see a
+#: half-written type (``'str' has no attribute '__args__'``): one parser is built at a time.
+_BUILD_LOCK = threading.Lock()
+
+
 def make_parser(preset_name: str | None = None, preset: dict | None = None) -> HfArgumentParser:
     """The parser; with a preset, its values (and FRAMEWORK_DEFAULTS) are the defaults, which --help shows."""
     # allow_abbrev=False: a mistyped or shortened flag is an error, never a silent match.
-    parser = _Parser(ARG_CLASSES, allow_abbrev=False, description="Train a Mamba/hybrid model with Muon.")
+    with _BUILD_LOCK:
+        parser = _Parser(ARG_CLASSES, allow_abbrev=False, description="Train a Mamba/hybrid model with Muon.")
     if preset is not None:
         defaults = preset_defaults(preset)
         for action in parser._actions:  # as TRL's TrlParser.set_defaults_with_config

@@ -3,6 +3,8 @@ and checks come from ``configs.settings.TRAINING_KEYS`` (the Muon keys: the fiel
 choice lists come from the owning modules."""
 
 import dataclasses
+import threading
+import time
 import typing
 
 import pytest
@@ -111,3 +113,43 @@ def test_max_steps_minus_one_trains_by_epochs_and_zero_is_refused(capsys):
     parsed = parse_args(["--training_preset", "smoke", "--max_steps", "-1", "--num_train_epochs", "2"])
     assert parsed.training.max_steps == -1 and parsed.training.num_train_epochs == 2
     assert "max_steps" in error_line(["--training_preset", "smoke", "--max_steps", "0"], capsys)
+
+
+def test_parsers_built_in_threads_at_once_are_built_one_at_a_time(monkeypatch):
+    """HfArgumentParser writes resolved types onto the dataclasses' shared Field objects while it builds a parser,
+    so two threads parsing at once (the lr study's reuse checks) once died with ``'str' has no attribute
+    '__args__'``: parse_args must build one parser at a time. The build is slowed so unlocked builds would overlap."""
+    args_module = cli_args
+    inside, most, guard = [0], [0], threading.Lock()
+    build = args_module._Parser._add_dataclass_arguments
+
+    def slow_build(self, dtype):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        try:
+            return build(self, dtype)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(args_module._Parser, "_add_dataclass_arguments", slow_build)
+    start, results, errors = threading.Barrier(3), [], []
+
+    def parse(preset):
+        start.wait()
+        try:
+            results.append(parse_args(["--training_preset", preset]).training.learning_rate)
+        except Exception as exc:  # noqa: BLE001  (reported by the assert below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=parse, args=(p,)) for p in ("smoke", "muon_smoke", "demo")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert most[0] == 1
+    expected = [parse_args(["--training_preset", p]).training.learning_rate for p in ("smoke", "muon_smoke", "demo")]
+    assert sorted(results) == sorted(expected)
