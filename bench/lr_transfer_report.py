@@ -234,7 +234,7 @@ def horizon_md(table) -> tuple[str, dict]:
             grid, fine = best_lr(res)
             if grid is not None:
                 trend[f"{family}/{kind}"][cond] = {"grid": grid, "refined": fine, "points": len(res),
-                                                   "settled": inside(res, grid)}
+                                                   "settled": inside(res, grid), "lowest": grid == min(res)}
     lines = ["### Best lr at width 192 by horizon and batch", "", "| family / optimizer | condition | points | best (refined) |",
              "|---|---|---|---|"]
     for key in sorted(trend):
@@ -331,6 +331,79 @@ def extrapolation_md(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ceilings(trend, fits) -> dict:
+    """Per family/optimizer, the best lr at the longest horizon measured at width 192 (batch ``BASE``), and whether
+    it bounds the long-run presets from above: it does when every measured horizon step lowered the best lr (each
+    ``h_local``, or ``h`` for two horizons, <= 0) and the larger batch did not raise it (``b`` <= 0): the presets run
+    longer and with larger batches than any proxy. A best on its grid's low edge (two or more points) is a bound
+    too (the bowl's minimum lies at or below it); one on its high edge is not used."""
+    out = {}
+    for key, conds in trend.items():
+        horizons = {int(COND_RE.match(c).group(1)): (c, v) for c, v in conds.items()
+                    if COND_RE.match(c) and int(COND_RE.match(c).group(2)) == BASE["batch"]
+                    and (v["settled"] or (v.get("lowest") and v["points"] >= 2))}
+        if not horizons:
+            continue
+        cond, v = horizons[max(horizons)]
+        f = fits.get(key) or {}
+        steps_exps = [x for *_, x in f.get("h_local", [])] or ([f["h"]] if "h" in f else [])
+        why = ("fewer than two horizons measured" if not steps_exps
+               else f"the best lr rose with the horizon (h {max(steps_exps):+.2f})" if max(steps_exps) > 0
+               else "no batch measured" if "b" not in f
+               else f"the best lr rose with the batch (b {f['b']:+.2f})" if f["b"] > 0 else "")
+        out[key] = {"condition": cond, "best_192": v["refined"] if v["settled"] else v["grid"],
+                    "settled": v["settled"], "bounds": not why, "why_not": why}
+    return out
+
+
+def preset_bounds(bounds) -> list[dict]:
+    """Each long-run preset's lr (stated at width 512) against its family's bound carried to 512 by the presets'
+    width rule (configs/lr_rule.py), per side (Muon's AdamW side against AdamW's bound)."""
+    from configs import lr_rule
+    from configs.model_configs import TRAINING_CONFIGS
+    from configs.training_presets import PRESETS
+
+    arch = {family: a for a, family in lr_rule.STUDY_FAMILIES.items()}
+    rows = []
+    for name in PRESETS:
+        cfg = TRAINING_CONFIGS[name]
+        if cfg.get("lr_width") != 512:
+            continue
+        sides = [("learning_rate", cfg["optimizer"])] + ([("adamw_lr", "adamw")] if cfg["optimizer"] == "muon" else [])
+        for family in FAMILIES:
+            for key, kind in sides:
+                c = bounds.get(f"{family}/{kind}")
+                if c is None:
+                    continue
+                at_512 = lr_rule.carry(c["best_192"], 192, 512, arch[family], kind)
+                rows.append({"preset": name, "family": family, "side": key, "kind": kind, **c, "bound_512": at_512,
+                             "preset_lr": cfg[key], "above": c["bounds"] and cfg[key] > at_512})
+    return rows
+
+
+def bounds_md(rows) -> str:
+    """One line per family and optimizer: the bound, and each long-run preset's lr on that side against it."""
+    if not rows:
+        return ""
+    lines = ["### The long-run presets against the longest horizon measured (at width 512)", "",
+             "The best lr at width 192 at the longest horizon measured, carried to 512 by the presets' width rule "
+             "(configs/lr_rule.py). Where every measured horizon step and the larger batch lowered the best lr, it "
+             "bounds the presets' lr from above: they run longer, with larger batches, than any proxy.", "",
+             "| family / optimizer | from | best at 192 | at 512 | a bound? | presets' lr at 512 (x the bound) |",
+             "|---|---|---|---|---|---|"]
+    by_side = defaultdict(list)
+    for r in rows:
+        by_side[f"{r['family']}/{r['kind']}"].append(r)
+    for key, side in by_side.items():
+        r = side[0]
+        cells = [f"`{x['preset']}`{' (AdamW side)' if x['side'] == 'adamw_lr' else ''} {x['preset_lr']:g} "
+                 + (f"(**x{x['preset_lr'] / x['bound_512']:.2g}, above**)" if x["above"]
+                    else f"(x{x['preset_lr'] / x['bound_512']:.2g})") for x in side]
+        lines.append(f"| {key} | {r['condition']}{'' if r['settled'] else ' (low edge)'} | {r['best_192']:.3g} "
+                     f"| {r['bound_512']:.3g} | {'yes' if r['bounds'] else 'no: ' + r['why_not']} | {'; '.join(cells)} |")
+    return "\n".join(lines) + "\n"
+
+
 def preset_fit(rule, family: str, kind: str) -> dict | None:
     """The fit (rule.json "fit" or "fit_all") through `rule_fit_widths`: the rule the presets follow."""
     entry = rule.get(f"{family}/{kind}") or {}
@@ -419,11 +492,13 @@ def report(out: Path, plot_dir: Path | None = None) -> int:
     horizon, trend = horizon_md(table)
     fits = trend_exponents(trend)
     carried = extrapolate(rule, fits)
+    bounds = ceilings(trend, fits)
     md = "\n".join([f"# lr-transfer study: {len(runs)} finished runs", "", tables_md(table, rule), variants_md(table), horizon,
-                    extrapolation_md(carried), seeds_md(runs, rule)])
+                    extrapolation_md(carried), bounds_md(preset_bounds(bounds)), seeds_md(runs, rule)])
     (out / "summary.md").write_text(md)
     rule["horizon_and_batch"] = fits
     rule["extrapolated_to_presets"] = carried
+    rule["longest_horizon_bounds"] = bounds
     (out / "rule.json").write_text(json.dumps(rule, indent=1, sort_keys=True, default=str) + "\n")
     plots = plot(table, trend, lambda f: (plot_dir or out) / f"lr_transfer_{f}.png")
     print(md)

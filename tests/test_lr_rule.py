@@ -63,6 +63,32 @@ def test_the_held_out_widths_are_the_studys_checks_within_2x():
         assert set(widths) == {int(w) for w, c in checks.items() if c["within_2x"]}, (architecture, side, checks)
 
 
+def test_no_long_run_preset_sits_above_the_longest_horizon_best_where_every_trend_falls(monkeypatch):
+    """Where the study found the best lr falling with every horizon step and with batch (rule.json
+    "longest_horizon_bounds"), the best at its longest horizon at width 192, carried to 512 by the measured rule,
+    bounds every long-run preset's lr on that side (stated at 512): the presets run longer and with larger batches."""
+    from configs.training_presets import PRESETS
+
+    monkeypatch.setattr(lr_rule, "WIDTH_EXPONENTS", EXPONENTS)
+    bounds = json.loads(STUDY_RULE.read_text())["longest_horizon_bounds"]
+    checked = 0
+    for architecture, family in lr_rule.STUDY_FAMILIES.items():
+        for kind in lr_rule.SIDES:
+            b = bounds.get(f"{family}/{kind}")
+            if not (b and b["bounds"]):
+                continue
+            ceiling = lr_rule.carry(b["best_192"], 192, 512, architecture, kind)
+            for name in PRESETS:
+                cfg = TRAINING_CONFIGS[name]
+                if cfg["lr_width"] != 512:
+                    continue
+                keys = ["learning_rate"] if cfg["optimizer"] == kind else ["adamw_lr"] if kind == "adamw" else []
+                for key in keys:
+                    checked += 1
+                    assert cfg[key] <= ceiling, (name, key, family, cfg[key], ceiling, b["condition"])
+    assert checked >= 6  # both families' Muon side bounds the three Muon presets
+
+
 def test_the_presets_state_their_width_and_every_size_gets_them_by_the_rule(monkeypatch):
     """The long-run presets state their lrs at width 512, the demo presets at 192 (the *-tiny sizes), the smoke
     presets none; at every named size a run gets the preset's lrs carried by the measured exponents, both sides."""

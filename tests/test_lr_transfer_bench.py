@@ -416,3 +416,43 @@ def test_steps_ratio_at_1024_pairs_the_preset_rules_grid_points_by_seed(report, 
     line = next(line for line in text.splitlines() if line.startswith("- mamba:"))
     assert f"AdamW lr {'0.00025' if refit else '0.001'}, Muon lr 0.02, seeds [0, 1]" in line
     assert f"per seed {expected[0]:.2f}, {expected[1]:.2f}" in line and "- hybrid: not run yet" in text
+
+
+def test_the_longest_horizon_bounds_the_presets_only_where_every_trend_falls(report):
+    """The longest settled batch-4 horizon's best (a low-edge best with two or more points counts: the minimum lies at
+    or below it; a high-edge one does not) bounds the presets when each neighbouring horizon step and the larger
+    batch lowered the best lr; carried to 512 by configs/lr_rule.py, a preset above it is flagged."""
+    from configs import lr_rule
+    from configs.model_configs import TRAINING_CONFIGS
+
+    def point(lr, settled=True, lowest=False, points=3):
+        return {"grid": lr, "refined": lr * 1.1, "points": points, "settled": settled, "lowest": lowest}
+
+    trend = {"hybrid/muon": {"s300_b4": point(0.02), "s1200_b4": point(0.01), "s2400_b4": point(0.005, False, True),
+                             "s300_b16": point(0.01)},
+             "mamba/muon": {"s300_b4": point(0.08), "s1200_b4": point(0.02), "s2400_b4": point(0.04, False, False),
+                            "s300_b16": point(0.08)},
+             "hybrid/adamw": {"s300_b4": point(0.008), "s1200_b4": point(0.004), "s300_b16": point(0.016)},
+             "mamba/adamw": {"s300_b4": point(0.008), "s1200_b4": point(0.002), "s2400_b4": point(0.004),
+                             "s300_b16": point(0.004)}}
+    b = report.ceilings(trend, report.trend_exponents(trend))
+    # the low-edge 2,400-step best bounds (unrefined); the high-edge one does not, so 1,200 steps does
+    assert (b["hybrid/muon"]["condition"], b["hybrid/muon"]["best_192"], b["hybrid/muon"]["bounds"]) == ("s2400_b4", 0.005, True)
+    assert (b["mamba/muon"]["condition"], b["mamba/muon"]["best_192"]) == ("s1200_b4", pytest.approx(0.022))
+    assert b["mamba/muon"]["bounds"]  # b = 0: a larger batch did not raise it
+    assert not b["hybrid/adamw"]["bounds"] and "batch" in b["hybrid/adamw"]["why_not"]
+    assert not b["mamba/adamw"]["bounds"] and "horizon" in b["mamba/adamw"]["why_not"]  # 1,200 -> 2,400 rose
+    one = {"hybrid/muon": {"s1200_b4": point(0.01)}}
+    assert "fewer than two" in report.ceilings(one, report.trend_exponents(one))["hybrid/muon"]["why_not"]
+
+    rows = report.preset_bounds(b)
+    muon = {r["preset"]: r for r in rows if r["family"] == "hybrid" and r["kind"] == "muon"}
+    assert set(muon) == {"muon_fast", "muon_default", "muon_careful"}
+    at_512 = lr_rule.carry(0.005, 192, 512, "zamba2", "muon")
+    for name, r in muon.items():
+        assert r["bound_512"] == at_512 and r["above"] == (TRAINING_CONFIGS[name]["learning_rate"] > at_512)
+    sides = {r["preset"] for r in rows if r["family"] == "hybrid" and r["kind"] == "adamw"}
+    assert sides == {"fast", "default", "careful", "muon_fast", "muon_default", "muon_careful"}
+    assert not any(r["above"] for r in rows if not r["bounds"])
+    md = report.bounds_md(rows)
+    assert md.count("\n| ") == 4 + 1 and "no: the best lr rose with the batch" in md and report.bounds_md([]) == ""
