@@ -21,6 +21,8 @@ Stages, in priority order (two runs at a time, one torch thread each; a stage's 
 6. horizon and batch at width 192: 1,200 steps (3 points), batch 16 (3 points); it needs only width 192's best,
    so it starts beside stages 1-5 and takes a slot only when none of theirs waits (only stage 7 waits for it).
 7. horizon 2,400 steps at 192, one seed, 2 points around the 1,200-step best.
+8. horizon 4,800 steps at 192 for the hybrid's Muon only (``LONGER``: the side whose 2,400-step best bounds the
+   Muon presets), one seed, 2 points around the 2,400-step best.
 
 Base condition ("s300_b4"): 300 optimizer steps of 4 x 256 tokens, warmup 10%, cosine decay to 0 (the demo
 presets scaled to the run), eval on 96 held-out examples every 30 steps. Chosen so the whole study fits ~8 hours
@@ -59,6 +61,9 @@ BASE = {"steps": 300, "batch": 4, "seq_len": 256, "eval_every": 30, "eval_exampl
 ANCHOR = {"adamw": 1e-3, "muon": 1e-2}
 START_GRID = {"adamw": (-1, 0, 1, 2, 3), "muon": (-1, 0, 1, 2, 3)}  # exponents: 5e-4..8e-3 and 5e-3..8e-2
 MAX_EXTEND = 2
+#: stage 8: family -> the optimizers run at 4,800 steps. The hybrid's Muon: its 2,400-step best bounds the Muon
+#: presets (Mamba2's bound sits 4x above them; AdamW's best rose with batch, so it bounds nothing)
+LONGER = {"hybrid": ("muon",)}
 #: the slots stay closed at start for HOLD_SECONDS, and until QUIET_SECONDS pass with no finished run reused (they
 #: take no slot) and no new run queued; a resumed study then starts its runs in stage order (walking ~80 finished
 #: runs took 6 s, 5 of them importing)
@@ -288,6 +293,7 @@ class Study:
             if horizon is not None:
                 horizon.result()
         self.longest_horizon(family)
+        self.longer_horizon(family)
 
     def after_fit(self, family, base, best, fitted, tune_width) -> None:
         """Stages 2-5: everything that needs the 192/512 fit."""
@@ -339,14 +345,18 @@ class Study:
             side = self.cfg(BASE["steps"], BASE["batch"], variant=f"side_x{factor:g}")
             self.run(5, size_name(family, 512), "muon", g_m, 0, side, g_a * factor)
 
+    def finished_at_192(self, family: str, kind: str, steps: int) -> dict[float, float]:
+        """{lr: final loss} of the plain seed-0 runs at width 192, ``steps`` steps of batch ``BASE`` (this process's)."""
+        cond = condition_name(steps, BASE["batch"])
+        return {r["lr"]: r["final"] for r in self.results.values()
+                if r["size"] == size_name(family, 192) and r["kind"] == kind and r["condition"] == cond
+                and r["variant"] == "" and r["seed"] == 0}
+
     def longest_horizon(self, family: str) -> None:
         """Stage 7: horizon 2,400 at 192, one seed, the 1,200-step best and half of it."""
-        cfg12 = self.cfg(1200, 4)
         side = None
         for kind in ("adamw", "muon"):
-            done = {r["lr"]: r["final"] for r in self.results.values()
-                    if r["size"] == size_name(family, 192) and r["kind"] == kind and r["condition"] == cfg12.out.split("/")[-1]
-                    and r["variant"] == "" and r["seed"] == 0}
+            done = self.finished_at_192(family, kind, 1200)
             best12 = best_lr(done)[0]
             if best12 is None:
                 continue
@@ -355,6 +365,17 @@ class Study:
                             adamw_lr=side if kind == "muon" else None)
             if kind == "adamw":
                 side = best_lr(res)[0]
+
+    def longer_horizon(self, family: str) -> None:
+        """Stage 8: 4,800 steps at 192 for the sides in ``LONGER`` (the 2,400-step best and half of it; Muon's AdamW
+        side at AdamW's 2,400-step best): does the best lr keep falling past the horizon that bounds the presets?"""
+        for kind in LONGER.get(family, ()):
+            best = best_lr(self.finished_at_192(family, kind, 2400))[0]
+            side = best_lr(self.finished_at_192(family, "adamw", 2400))[0] if kind == "muon" else None
+            if best is None or (kind == "muon" and side is None):
+                continue
+            k = grid_index(kind, best)
+            self.tune(8, size_name(family, 192), kind, (k - 1, k), self.cfg(4800, 4), adamw_lr=side)
 
     def main(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)

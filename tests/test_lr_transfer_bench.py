@@ -456,3 +456,36 @@ def test_the_longest_horizon_bounds_the_presets_only_where_every_trend_falls(rep
     assert not any(r["above"] for r in rows if not r["bounds"])
     md = report.bounds_md(rows)
     assert md.count("\n| ") == 4 + 1 and "no: the best lr rose with the batch" in md and report.bounds_md([]) == ""
+
+
+def test_stage_8_runs_the_hybrids_muon_at_4800_steps_around_its_2400_step_best(lt, monkeypatch, tmp_path):
+    """Stage 8 reads the finished 2,400-step runs at width 192: the hybrid's Muon at 4,800 steps, at the 2,400-step
+    best and half of it (then past an edge best), its AdamW side at AdamW's 2,400-step best; Mamba2 runs nothing."""
+    monkeypatch.setenv("MAMBA_TRAINER_PRESETS", "")
+    study = lt.Study(lt.parse(["--out", str(tmp_path)]))
+    for family in ("hybrid", "mamba"):
+        for kind, finals in (("adamw", {2e-3: 0.17, 4e-3: 0.15, 8e-3: 0.16}),
+                             ("muon", {6.25e-4: 0.14, 1.25e-3: 0.12, 2.5e-3: 0.13})):
+            for lr, final in finals.items():
+                study.results[f"s2400_b4/{lt.size_name(family, 192)}/{kind}_{lr}"] = {
+                    "size": lt.size_name(family, 192), "kind": kind, "lr": lr, "seed": 0, "final": final,
+                    "condition": "s2400_b4", "variant": ""}
+    calls = []
+
+    def fake_run(priority, size, kind, lr, seed, cfg, adamw_lr=None):
+        calls.append((priority, size, kind, lr, Path(cfg.out).name, cfg.steps, adamw_lr))
+        return {6.25e-4: 0.13, 1.25e-3: 0.12, 3.125e-4: 0.15}.get(lr, 0.2)
+
+    monkeypatch.setattr(study, "run", fake_run)
+    study.longer_horizon("mamba")
+    assert calls == []
+    study.longer_horizon("hybrid")
+    # 1.25e-3 ends lowest, on the grid's high edge: one point past it, which ends higher
+    assert sorted(calls) == sorted((8, "proxy-hybrid-192", "muon", lr, "s4800_b4", 4800, 4e-3)
+                                   for lr in (6.25e-4, 1.25e-3, 2.5e-3))
+    calls.clear()
+    # the 4,800-step best on its low edge: one point past it
+    monkeypatch.setattr(study, "run", lambda p, size, kind, lr, seed, cfg, adamw_lr=None:
+                        calls.append(lr) or {6.25e-4: 0.11, 1.25e-3: 0.12}.get(lr, 0.13))
+    study.longer_horizon("hybrid")
+    assert sorted(calls) == [3.125e-4, 6.25e-4, 1.25e-3]
