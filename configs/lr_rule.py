@@ -14,7 +14,8 @@ rule.json`` holds its fit, ``docs/benchmarks.md`` the tables): each optimizer's 
 named sizes at widths ``FIT_WIDTHS``, 300 steps of 4 x 256 tokens, fitted as ``c x width^alpha``. The AdamW
 side falls faster than muP's 1/width; Muon's lr falls too, more slowly. Architectures the study has not measured
 (and any pair not in ``MEASURED``) hold the muP-style hypothesis: Muon width-free, AdamW as 1/width. Depth, horizon
-and batch are not carried: a proxy sweep at fewer layers or steps says nothing about them.
+and batch are not carried: a proxy sweep at fewer layers or steps does not say how far they move the lr (the study's
+longest horizon bounds the Muon presets from above only: configs/training_presets.py).
 
     >>> carry(0.02, 512, 1024, "mamba2", "muon"), carry(2e-3, 512, 1024, "mamba2", "adamw")
     (0.01181, 0.0007526)

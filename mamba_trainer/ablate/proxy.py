@@ -117,7 +117,21 @@ def preset_from_best(data: dict, sweep_dir: Path, preset_name: str) -> tuple[dic
             f"{sum(1 for r in data['variants'] if r.get('rank'))}), stated at width {width} (lr_width): a run at "
             "another width gets them carried by configs/lr_rule.py; depth and horizon are not carried "
             f"(max_steps and the schedule are {entry['base']}'s)")
+    swept, full = config["training_arguments"].get("max_steps"), _preset_steps(entry["base"])
+    if swept and full and full > swept:
+        line += (f". The sweep ran {swept} steps, the preset runs {full:,}: the best lr fell with the horizon on every "
+                 "side the lr study measured (docs/benchmarks.md; Muon's about as 1/steps from 300 to 2,400 steps), "
+                 "so for the full run these lrs are an upper bound")
     return entry, line
+
+
+def _preset_steps(name: str) -> int | None:
+    from configs.model_configs import ConfigError, get_training_config
+
+    try:
+        return int(get_training_config(name)["max_steps"])
+    except (ConfigError, KeyError):
+        return None
 
 
 def write_preset(path: Path, name: str, entry: dict) -> None:
