@@ -45,12 +45,12 @@ _MUON = {
     "weight_decay": 0.01,  # decay is scaled by lr (decoupled); the value every Muon run of the lr study used
 }
 
-#: The Muon presets' Muon lr sits at or below the hybrid's best at the longest horizon measured (width 192, 2,400
-#: steps of 4 x 256 tokens: 1.7e-3, carried to 512 by the width rule: 1.2e-3). Muon's best lr fell with every
-#: horizon step and with the larger batch on both families (bench/lr_transfer.py), and these presets run 12-50x
-#: longer with 32x the tokens a step, so the right lr is lower still; by how much is not measured (docs/benchmarks.md,
-#: "The long-run presets against the longest horizon measured"; tests/test_lr_rule.py keeps them under it). Mamba2's
-#: bound is 4.8e-3, so Mamba2 gets 5x under it. fast / default / careful keep their 4 : 3 : 2 ratio.
+#: The Muon presets' Muon lr sits at or below the hybrid's best at the longest horizon measured (width 192, 4,800
+#: steps of 4 x 256 tokens: 1.4e-3, carried to 512 by the width rule: 9.8e-4). Muon's best lr fell with every
+#: horizon step and with the larger batch on both families (bench/lr_transfer.py), and these presets run 6-25x
+#: longer with 32x the tokens a step, so the right lr is at most that; how much lower is not measured (the hybrid's
+#: fall flattened: 1.7e-3 at 2,400 steps; docs/benchmarks.md, "The long-run presets against the longest horizon
+#: measured"; tests/test_lr_rule.py keeps them under it). Mamba2's bound (2,400 steps) is 4.8e-3, 5x above them.
 
 #: name -> sparse overrides of ``BASE`` (``"base"`` names another preset to start from instead).
 PRESETS: dict[str, dict] = {
@@ -70,21 +70,21 @@ PRESETS: dict[str, dict] = {
     "muon_fast": {
         **_MUON,
         **_AT_512,
-        "learning_rate": 1e-3,  # the hottest Muon preset, just under the measured bound (above)
+        "learning_rate": 9e-4,  # the hottest Muon preset, just under the measured bound (above)
         "adamw_lr": 5e-4,  # the AdamW side follows the `fast` preset
         "max_steps": 30_000,  # Muon is used for shorter runs than AdamW's 50K
     },
     "muon_default": {
         **_MUON,
         **_AT_512,
-        "learning_rate": 7.5e-4,  # 3/4 of muon_fast's, for twice its steps
+        "learning_rate": 7.5e-4,  # lower than muon_fast's, for twice its steps
         "adamw_lr": 3e-4,  # the AdamW side follows the `default` preset
         "max_steps": 60_000,  # vs AdamW's 100K
     },
     "muon_careful": {
         **_MUON,
         **_AT_512,
-        "learning_rate": 5e-4,  # half of muon_fast's, for four times its steps
+        "learning_rate": 5e-4,  # lower again, for four times muon_fast's steps
         "adamw_lr": 1e-4,  # the AdamW side follows the `careful` preset
         "max_steps": 120_000,  # vs AdamW's 200K
     },

@@ -112,7 +112,7 @@ def test_training_preset(name):
 
 @pytest.mark.parametrize("name,lr,steps,optimizer", [
     ("fast", 5e-4, 50_000, "adamw"), ("default", 3e-4, 100_000, "adamw"), ("careful", 1e-4, 200_000, "adamw"),
-    ("muon_fast", 1e-3, 30_000, "muon"), ("muon_default", 7.5e-4, 60_000, "muon"), ("muon_careful", 5e-4, 120_000, "muon"),
+    ("muon_fast", 9e-4, 30_000, "muon"), ("muon_default", 7.5e-4, 60_000, "muon"), ("muon_careful", 5e-4, 120_000, "muon"),
 ])
 def test_user_guide_presets(name, lr, steps, optimizer):
     preset = get_training_config(name)
