@@ -62,7 +62,7 @@ ANCHOR = {"adamw": 1e-3, "muon": 1e-2}
 START_GRID = {"adamw": (-1, 0, 1, 2, 3), "muon": (-1, 0, 1, 2, 3)}  # exponents: 5e-4..8e-3 and 5e-3..8e-2
 MAX_EXTEND = 2
 #: stage 8: family -> the optimizers run at 4,800 steps. The hybrid's Muon: its 2,400-step best bounds the Muon
-#: presets (Mamba2's bound sits 4x above them; AdamW's best rose with batch, so it bounds nothing)
+#: presets (Mamba2's bound sits ~5x above them; AdamW's best rose with batch, so it bounds nothing)
 LONGER = {"hybrid": ("muon",)}
 #: the slots stay closed at start for HOLD_SECONDS, and until QUIET_SECONDS pass with no finished run reused (they
 #: take no slot) and no new run queued; a resumed study then starts its runs in stage order (walking ~80 finished
