@@ -114,6 +114,11 @@ def best_lr(results: dict[float, float]) -> tuple[float | None, float | None]:
     return best, 2.0 ** min(max(vertex, x[0]), x[2])
 
 
+def inside(results: dict[float, float], grid: float) -> bool:
+    """Whether the best lr ``grid`` lies inside the swept lrs (not on an edge: a minimum, not a bound)."""
+    return min(results) < grid < max(results)
+
+
 def fit_power(points: dict[int, float]) -> tuple[float, float]:
     """Least-squares fit of lr = c * (width / 192) ** alpha in log space: (c, alpha); alpha 0 for one width.
 
@@ -129,12 +134,18 @@ def fit_power(points: dict[int, float]) -> tuple[float, float]:
     return math.exp(my - alpha * mx), alpha
 
 
+def architecture(family: str) -> str:
+    """configs/lr_rule.py's architecture name for a study family: ``architecture("hybrid") == "zamba2"``."""
+    from configs.lr_rule import STUDY_FAMILIES
+
+    return next(a for a, f in STUDY_FAMILIES.items() if f == family)
+
+
 def rule_fit_widths(family: str, kind: str) -> tuple[int, ...]:
     """The widths configs/lr_rule.py's exponent for (family, kind) was fitted through: the rule the presets follow."""
-    from configs.lr_rule import FIT_WIDTHS as RULE_FIT_WIDTHS, STUDY_FAMILIES
+    from configs.lr_rule import FIT_WIDTHS as RULE_FIT_WIDTHS
 
-    arch = next(a for a, f in STUDY_FAMILIES.items() if f == family)
-    return tuple(RULE_FIT_WIDTHS[(arch, kind)])
+    return tuple(RULE_FIT_WIDTHS[(architecture(family), kind)])
 
 
 def preset_rule_lr(family: str, kind: str, bests: dict[int, float], width: int) -> float:

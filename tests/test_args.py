@@ -119,9 +119,8 @@ def test_parsers_built_in_threads_at_once_are_built_one_at_a_time(monkeypatch):
     """HfArgumentParser writes resolved types onto the dataclasses' shared Field objects while it builds a parser,
     so two threads parsing at once (the lr study's reuse checks) once died with ``'str' has no attribute
     '__args__'``: parse_args must build one parser at a time. The build is slowed so unlocked builds would overlap."""
-    args_module = cli_args
     inside, most, guard = [0], [0], threading.Lock()
-    build = args_module._Parser._add_dataclass_arguments
+    build = cli_args._Parser._add_dataclass_arguments
 
     def slow_build(self, dtype):
         with guard:
@@ -134,7 +133,7 @@ def test_parsers_built_in_threads_at_once_are_built_one_at_a_time(monkeypatch):
             with guard:
                 inside[0] -= 1
 
-    monkeypatch.setattr(args_module._Parser, "_add_dataclass_arguments", slow_build)
+    monkeypatch.setattr(cli_args._Parser, "_add_dataclass_arguments", slow_build)
     start, results, errors = threading.Barrier(3), [], []
 
     def parse(preset):
